@@ -1,0 +1,125 @@
+"""ONNX Runtime backend: CPU by default, the CUDA or TensorRT execution providers on request.
+
+onnxruntime falls back to the CPU with only a warning when a provider cannot be created
+(microsoft/onnxruntime#23372); this backend asserts that the provider asked for is the one in use.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .. import dtypes
+from ..errors import BackendError, EngineLoadError, MissingDependencyError
+from .base import Backend, BackendInfo, IOInfo, file_sha256, read_engine_file
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+def _import_ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:  # pragma: no cover - core dependency
+        raise MissingDependencyError(
+            f"the onnxruntime backend needs onnxruntime: pip install onnxruntime ({exc})"
+        ) from None
+    return onnxruntime
+
+
+def parse_provider(name: str) -> str:
+    key = name.strip().lower()
+    if key in PROVIDERS:
+        return PROVIDERS[key]
+    if name in PROVIDERS.values():
+        return name
+    raise BackendError(f"unknown onnxruntime provider {name!r}; expected one of {', '.join(PROVIDERS)}")
+
+
+def _dim(d: Any) -> int | str | None:
+    return d if isinstance(d, int | str) else None
+
+
+class OnnxRuntimeBackend(Backend):
+    kind = "onnxruntime"
+
+    def _load_impl(self) -> tuple[tuple[IOInfo, ...], tuple[IOInfo, ...]]:
+        ort = _import_ort()
+        self.provider = parse_provider(str(self.options.get("provider") or "cpu"))
+        available = ort.get_available_providers()
+        if self.provider not in available:
+            raise BackendError(
+                f"onnxruntime {ort.__version__} has no {self.provider} (available: {', '.join(available)}); "
+                "install onnxruntime-gpu or choose --trt-provider cpu"
+            )
+        model = read_engine_file(self.path)
+        opts = ort.SessionOptions()
+        threads = int(self.options.get("threads") or 0)
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        providers = [self.provider] if self.provider == PROVIDERS["cpu"] else [self.provider, PROVIDERS["cpu"]]
+        try:
+            self.session = ort.InferenceSession(model, sess_options=opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception hierarchy
+            raise EngineLoadError(
+                f"{self.path}: onnxruntime cannot load this model (sha256 {file_sha256(self.path)[:16]}…): "
+                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            ) from None
+        used = self.session.get_providers()
+        if not used or used[0] != self.provider:
+            raise BackendError(
+                f"{self.path}: asked for {self.provider} but onnxruntime runs on {used[0] if used else 'nothing'}"
+            )
+        self.version = ort.__version__
+        self._engine_bytes = len(model)
+        ins = tuple(self._io(i) for i in self.session.get_inputs())
+        outs = tuple(self._io(o) for o in self.session.get_outputs())
+        return ins, outs
+
+    def _io(self, arg: Any) -> IOInfo:
+        try:
+            dt = dtypes.ORT_TYPES[arg.type]
+        except KeyError:
+            raise EngineLoadError(f"{self.path}: tensor {arg.name!r} has unsupported type {arg.type}") from None
+        return IOInfo(arg.name, dt, tuple(_dim(d) for d in arg.shape))
+
+    def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [o.name for o in self.outputs]
+        try:
+            values = self.session.run(names, {k: np.ascontiguousarray(v) for k, v in feeds.items()})
+        except Exception as exc:
+            raise BackendError(f"{self.path.name}: onnxruntime run failed: {str(exc).splitlines()[0]}") from None
+        return dict(zip(names, (np.asarray(v) for v in values), strict=True))
+
+    def info(self) -> BackendInfo:
+        self.load()
+        return BackendInfo(
+            backend=self.kind,
+            version=self.version,
+            device=_cpu_name() if self.provider == PROVIDERS["cpu"] else self.provider,
+            engine=str(self.path),
+            engine_sha256=file_sha256(self.path),
+            engine_bytes=self._engine_bytes,
+            provider=self.provider,
+            extra={"threads": int(self.options.get("threads") or 0) or os.cpu_count()},
+        )
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

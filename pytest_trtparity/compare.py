@@ -1,0 +1,151 @@
+"""Compare one engine output with its reference: structural checks first, then error metrics.
+
+The order matters. A naive `max(abs(a - b)) > tol` passes NaN (comparisons with NaN are False),
+broadcasts (1,) against (5,), wraps int8 subtraction, and hides one outlier behind a mean. Here a
+shape, dtype, emptiness or non-finite mismatch is a `problem` that fails regardless of tolerance,
+and metrics are computed in float64 on upcast values only when the structure agrees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import dtypes
+from .contract import Tolerance
+
+METRICS = ("max_abs", "mean_abs", "p95_abs", "p99_abs", "max_rel", "rmse", "cosine", "cosine_distance")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    output: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    worst_index: tuple[int, ...] | None = None
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def _index(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.unravel_index(flat, shape)) if shape else ()
+
+
+def _first(mask: np.ndarray) -> tuple[int, ...]:
+    return _index(int(np.flatnonzero(mask)[0]), mask.shape)
+
+
+def _dtype_problem(got: np.ndarray, expected_dtype: str) -> str | None:
+    try:
+        got_name = dtypes.name_of(got.dtype)
+    except dtypes.UnknownDtypeError:
+        return f"dtype {got.dtype} is not a supported tensor dtype, contract says {expected_dtype}"
+    if got_name == expected_dtype or (expected_dtype == "bfloat16" and got_name == "float32"):
+        return None
+    return f"dtype {got_name}, contract says {expected_dtype}"
+
+
+def compare(
+    name: str,
+    expected: np.ndarray,
+    got: np.ndarray,
+    *,
+    expected_dtype: str,
+    tolerance: Tolerance,
+    allow_empty: bool = False,
+) -> Comparison:
+    """Compare `got` (engine) with `expected` (reference) for output `name`."""
+    ref = np.asarray(expected)
+    out = np.asarray(got)
+    problem = _dtype_problem(out, expected_dtype)
+    if problem:
+        return Comparison(name, problem=problem)
+    if ref.shape != out.shape:
+        return Comparison(name, problem=f"shape {list(out.shape)}, reference has {list(ref.shape)}")
+    if ref.size == 0:
+        if allow_empty:
+            return Comparison(name, metrics=_empty_metrics())
+        return Comparison(name, problem="empty tensor (the contract does not allow empty outputs)")
+    r = _widen(ref)
+    g = _widen(out)
+    problem = _nonfinite_problem(r, g, tolerance)
+    if problem:
+        return Comparison(name, problem=problem)
+    both = np.isfinite(r) & np.isfinite(g)
+    diff = np.zeros(r.shape, dtype=np.float64)
+    np.subtract(g, r, out=diff, where=both)
+    absdiff = np.abs(diff)
+    if ref.dtype.kind in "iu" or out.dtype.kind in "iu":
+        # float64 cannot tell 2**62 from 2**62 + 1: count an exact mismatch as at least 1
+        unequal = ref != out
+        absdiff = np.where(unequal & (absdiff == 0), 1.0, absdiff)
+    if tolerance.signed_zero:
+        zero_sign = (r == 0) & (g == 0) & (np.signbit(r) != np.signbit(g))
+        if np.any(zero_sign):
+            return Comparison(name, problem=f"sign of zero differs at index {_first(zero_sign)}")
+    return Comparison(name, metrics=_metrics(r, g, absdiff, both), worst_index=_index(int(np.argmax(absdiff)), absdiff.shape))
+
+
+def _widen(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.float64)
+
+
+def _nonfinite_problem(r: np.ndarray, g: np.ndarray, tol: Tolerance) -> str | None:
+    r_nan, g_nan = np.isnan(r), np.isnan(g)
+    bad = g_nan & ~r_nan
+    if np.any(bad):
+        idx = _first(bad)
+        return f"NaN at index {idx} where the reference is {r[idx]:.6g} ({int(bad.sum())} such elements)"
+    if np.any(r_nan):
+        if tol.nan == "fail":
+            return f"reference holds NaN at index {_first(r_nan)} (set nan: match in the contract if that is expected)"
+        missing = r_nan & ~g_nan
+        if np.any(missing):
+            idx = _first(missing)
+            return f"{g[idx]:.6g} at index {idx} where the reference is NaN"
+    r_inf, g_inf = np.isinf(r), np.isinf(g)
+    bad = g_inf & ~r_inf
+    if np.any(bad):
+        idx = _first(bad)
+        return f"{g[idx]} at index {idx} where the reference is {r[idx]:.6g} ({int(bad.sum())} such elements)"
+    if np.any(r_inf):
+        if tol.inf == "fail":
+            return f"reference holds {r[_first(r_inf)]} at index {_first(r_inf)} (inf: fail in the contract)"
+        differ = r_inf & (g != r)
+        if np.any(differ):
+            idx = _first(differ)
+            return f"{g[idx]:.6g} at index {idx} where the reference is {r[idx]}"
+    return None
+
+
+def _metrics(r: np.ndarray, g: np.ndarray, absdiff: np.ndarray, both: np.ndarray) -> dict[str, float]:
+    flat = absdiff.ravel()
+    ref_abs = np.abs(r.ravel())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(flat == 0, 0.0, flat / ref_abs)
+    rv = np.where(both, r, 0.0).ravel()
+    gv = np.where(both, g, 0.0).ravel()
+    nr, ng = float(np.linalg.norm(rv)), float(np.linalg.norm(gv))
+    if nr == 0.0 and ng == 0.0:
+        cosine = 1.0
+    elif nr == 0.0 or ng == 0.0:
+        cosine = 0.0
+    else:
+        cosine = float(np.clip(np.dot(rv / nr, gv / ng), -1.0, 1.0))
+    return {
+        "max_abs": float(flat.max()),
+        "mean_abs": float(flat.mean()),
+        "p95_abs": float(np.percentile(flat, 95)),
+        "p99_abs": float(np.percentile(flat, 99)),
+        "max_rel": float(rel.max()),
+        "rmse": float(np.sqrt(np.mean(flat * flat))),
+        "cosine": cosine,
+        "cosine_distance": max(0.0, 1.0 - cosine),
+    }
+
+
+def _empty_metrics() -> dict[str, float]:
+    return {m: 0.0 for m in METRICS} | {"cosine": 1.0}

@@ -1,0 +1,499 @@
+"""The binding contract: load, validate against its JSON Schema, then check what a schema cannot.
+
+The result is a tree of frozen dataclasses, so the rest of the code never touches raw JSON and a
+misspelt key can never silently fall back to a default (the schema forbids unknown keys).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from . import strictjson
+from .errors import ContractError
+
+Dim = int | str
+Shape = tuple[Dim, ...]
+Metric = Literal[
+    "max_abs", "mean_abs", "p95_abs", "p99_abs", "max_rel", "rmse", "cosine_distance"
+]
+
+SCHEMA_RESOURCE = "contract.schema.json"
+
+
+@dataclass(frozen=True)
+class Tier:
+    """Warn and fail limits of one criterion.
+
+    `higher_is_worse` is False for criteria like a pass rate, where falling below the limit is bad.
+    """
+
+    warn: float | None = None
+    fail: float | None = None
+    higher_is_worse: bool = True
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any] | None, *, higher_is_worse: bool = True) -> Tier | None:
+        if raw is None:
+            return None
+        return cls(
+            warn=_opt_float(raw.get("warn")),
+            fail=_opt_float(raw.get("fail")),
+            higher_is_worse=higher_is_worse,
+        )
+
+    def to_json(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.warn is not None:
+            out["warn"] = self.warn
+        if self.fail is not None:
+            out["fail"] = self.fail
+        return out
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str
+    shape: Shape
+    description: str = ""
+    optional: bool = False
+    value_range: tuple[float, float] | None = None
+    allow_empty: bool = False
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+
+@dataclass(frozen=True)
+class ProfileShape:
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+    def admits(self, shape: Sequence[int]) -> bool:
+        return len(shape) == len(self.min) and all(
+            lo <= s <= hi for lo, s, hi in zip(self.min, shape, self.max, strict=True)
+        )
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    shapes: Mapping[str, ProfileShape]
+    description: str = ""
+
+    def admits(self, shapes: Mapping[str, Sequence[int]]) -> bool:
+        return all(
+            name in shapes and spec.admits(shapes[name]) for name, spec in self.shapes.items()
+        )
+
+
+@dataclass(frozen=True)
+class StatePair:
+    output: str
+    input: str
+    initial: Literal["reference", "zeros"] = "reference"
+
+
+@dataclass(frozen=True)
+class Invariant:
+    output: str
+    check: Literal["equals", "dim_equals", "in_range", "finite"]
+    value: float | None = None
+    axis: int | None = None
+    min: float | None = None
+    max: float | None = None
+    description: str = ""
+
+    def describe(self) -> str:
+        if self.description:
+            return self.description
+        if self.check == "equals":
+            return f"{self.output} == {_num(self.value)}"
+        if self.check == "dim_equals":
+            return f"{self.output}.shape[{self.axis}] == {_num(self.value)}"
+        if self.check == "in_range":
+            lo = "-inf" if self.min is None else _num(self.min)
+            hi = "inf" if self.max is None else _num(self.max)
+            return f"{lo} <= {self.output} <= {hi}"
+        return f"{self.output} is finite"
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    metric: Metric = "max_abs"
+    chunk: Tier | None = None
+    p95: Tier | None = None
+    pass_rate: Tier | None = None
+    blocking: bool = True
+    nan: Literal["fail", "match"] = "fail"
+    inf: Literal["match", "fail"] = "match"
+    signed_zero: bool = False
+    note: str = ""
+
+    @property
+    def within(self) -> float | None:
+        """The per-chunk limit a chunk must stay inside to count towards the pass rate."""
+        if self.chunk is None:
+            return None
+        return self.chunk.warn if self.chunk.warn is not None else self.chunk.fail
+
+
+#: Used for an output that neither `tolerances` nor `default_tolerance` mentions: exact match.
+EXACT = Tolerance(metric="max_abs", chunk=Tier(fail=0.0))
+
+
+@dataclass(frozen=True)
+class TrendCriteria:
+    alpha: float = 0.01
+    growth: Tier | None = None
+    min_chunks: int = 20
+
+
+@dataclass(frozen=True)
+class DriftCriteria:
+    metric: Metric | None = None
+    max: Tier | None = None
+    mean: Tier | None = None
+    trend: TrendCriteria | None = None
+    blocking: bool = True
+
+
+@dataclass(frozen=True)
+class ClosedLoopSpec:
+    chunks: int | None = None
+    default: DriftCriteria | None = None
+    outputs: Mapping[str, DriftCriteria] = field(default_factory=dict)
+
+    def for_output(self, name: str) -> DriftCriteria | None:
+        return self.outputs.get(name, self.default)
+
+
+@dataclass(frozen=True)
+class Contract:
+    model: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    profiles: Mapping[str, Profile] = field(default_factory=dict)
+    state: tuple[StatePair, ...] = ()
+    invariants: tuple[Invariant, ...] = ()
+    default_tolerance: Tolerance | None = None
+    tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
+    closed_loop: ClosedLoopSpec = field(default_factory=ClosedLoopSpec)
+    latency: Mapping[str, Any] = field(default_factory=dict)
+    memory: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+    path: Path | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def input(self, name: str) -> TensorSpec:
+        return _by_name(self.inputs, name, "input", self)
+
+    def output(self, name: str) -> TensorSpec:
+        return _by_name(self.outputs, name, "output", self)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.outputs)
+
+    def tolerance(self, output: str) -> Tolerance:
+        return self.tolerances.get(output) or self.default_tolerance or EXACT
+
+    def invariants_for(self, output: str) -> Iterator[Invariant]:
+        return (inv for inv in self.invariants if inv.output == output)
+
+    @property
+    def state_inputs(self) -> frozenset[str]:
+        return frozenset(p.input for p in self.state)
+
+    @property
+    def where(self) -> str:
+        return str(self.path) if self.path else f"contract {self.model!r}"
+
+
+def _by_name(specs: Sequence[TensorSpec], name: str, kind: str, contract: Contract) -> TensorSpec:
+    for spec in specs:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"{contract.where}: no {kind} named {name!r}")
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "?"
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+@cache
+def schema() -> dict[str, Any]:
+    text = resources.files("pytest_trtparity.schemas").joinpath(SCHEMA_RESOURCE).read_text("utf-8")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def _json_path(parts: Sequence[str | int]) -> str:
+    out = "$"
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def load_contract(path: str | Path) -> Contract:
+    """Read, schema-validate and semantically check a contract file."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ContractError(f"{path}: contract file not found") from None
+    except OSError as exc:
+        raise ContractError(f"{path}: cannot read contract: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ContractError(f"{path}: not UTF-8 (byte {exc.start})") from None
+    try:
+        raw = strictjson.loads(text)
+    except strictjson.StrictJSONError as exc:
+        line = _line_of_error(text, exc)
+        raise ContractError(f"{path}{line}: {exc}") from None
+    return contract_from_json(raw, path=path)
+
+
+def _line_of_error(text: str, exc: Exception) -> str:
+    cause = exc.__context__
+    if isinstance(cause, json.JSONDecodeError):
+        return f":{cause.lineno}"
+    return ""
+
+
+def validate_schema(raw: Any, where: str) -> None:
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(raw), key=lambda e: (list(e.absolute_path), e.message))
+    if errors:
+        first = min(errors, key=lambda e: len(e.absolute_path) * -1)
+        path = _json_path(list(first.absolute_path))
+        more = f" (and {len(errors) - 1} more schema errors)" if len(errors) > 1 else ""
+        raise ContractError(f"{where}: at {path}: {first.message}{more}")
+
+
+def contract_from_json(raw: Any, *, path: Path | None = None) -> Contract:
+    where = str(path) if path else "contract"
+    validate_schema(raw, where)
+    contract = _build(raw, path)
+    check_semantics(contract)
+    return contract
+
+
+def _tensor(raw: Mapping[str, Any]) -> TensorSpec:
+    rng = raw.get("range")
+    return TensorSpec(
+        name=raw["name"],
+        dtype=raw["dtype"],
+        shape=tuple(raw["shape"]),
+        description=raw.get("description", ""),
+        optional=raw.get("optional", False),
+        value_range=(float(rng[0]), float(rng[1])) if rng else None,
+        allow_empty=raw.get("allow_empty", False),
+    )
+
+
+def _tolerance(raw: Mapping[str, Any]) -> Tolerance:
+    return Tolerance(
+        metric=raw.get("metric", "max_abs"),
+        chunk=Tier.from_json(raw.get("chunk")),
+        p95=Tier.from_json(raw.get("p95")),
+        pass_rate=Tier.from_json(raw.get("pass_rate"), higher_is_worse=False),
+        blocking=raw.get("blocking", True),
+        nan=raw.get("nan", "fail"),
+        inf=raw.get("inf", "match"),
+        signed_zero=raw.get("signed_zero", False),
+        note=raw.get("note", ""),
+    )
+
+
+def _drift(raw: Mapping[str, Any]) -> DriftCriteria:
+    trend_raw = raw.get("trend")
+    trend = None
+    if trend_raw is not None:
+        trend = TrendCriteria(
+            alpha=float(trend_raw.get("alpha", 0.01)),
+            growth=Tier.from_json(trend_raw.get("growth")),
+            min_chunks=int(trend_raw.get("min_chunks", 20)),
+        )
+    return DriftCriteria(
+        metric=raw.get("metric"),
+        max=Tier.from_json(raw.get("max")),
+        mean=Tier.from_json(raw.get("mean")),
+        trend=trend,
+        blocking=raw.get("blocking", True),
+    )
+
+
+def _build(raw: Mapping[str, Any], path: Path | None) -> Contract:
+    profiles = {
+        name: Profile(
+            name=name,
+            description=p.get("description", ""),
+            shapes={
+                t: ProfileShape(tuple(s["min"]), tuple(s["opt"]), tuple(s["max"]))
+                for t, s in p["shapes"].items()
+            },
+        )
+        for name, p in raw.get("profiles", {}).items()
+    }
+    cl = raw.get("closed_loop", {})
+    closed_loop = ClosedLoopSpec(
+        chunks=cl.get("chunks"),
+        default=_drift(cl["default"]) if "default" in cl else None,
+        outputs={k: _drift(v) for k, v in cl.get("outputs", {}).items()},
+    )
+    return Contract(
+        model=raw["model"],
+        description=raw.get("description", ""),
+        inputs=tuple(_tensor(t) for t in raw["inputs"]),
+        outputs=tuple(_tensor(t) for t in raw["outputs"]),
+        profiles=profiles,
+        state=tuple(
+            StatePair(s["output"], s["input"], s.get("initial", "reference"))
+            for s in raw.get("state", [])
+        ),
+        invariants=tuple(
+            Invariant(
+                output=i["output"],
+                check=i["check"],
+                value=_opt_float(i.get("value")),
+                axis=i.get("axis"),
+                min=_opt_float(i.get("min")),
+                max=_opt_float(i.get("max")),
+                description=i.get("description", ""),
+            )
+            for i in raw.get("invariants", [])
+        ),
+        default_tolerance=_tolerance(raw["default_tolerance"])
+        if "default_tolerance" in raw
+        else None,
+        tolerances={k: _tolerance(v) for k, v in raw.get("tolerances", {}).items()},
+        closed_loop=closed_loop,
+        latency=raw.get("latency", {}),
+        memory=raw.get("memory", {}),
+        path=path,
+        raw=raw,
+    )
+
+
+def _tier_problems(tier: Tier | None, where: str) -> Iterator[str]:
+    if tier is None:
+        return
+    for label, value in (("warn", tier.warn), ("fail", tier.fail)):
+        if value is not None and not math.isfinite(value):
+            yield f"{where}.{label} must be finite, got {value}"
+    if tier.warn is None or tier.fail is None:
+        return
+    if tier.higher_is_worse and tier.warn > tier.fail:
+        yield f"{where}: warn tier {tier.warn:g} is above fail tier {tier.fail:g}"
+    if not tier.higher_is_worse and tier.warn < tier.fail:
+        yield f"{where}: warn tier {tier.warn:g} is below fail tier {tier.fail:g} (lower is worse here)"
+
+
+def _problems(c: Contract) -> Iterator[str]:
+    for kind, specs in (("inputs", c.inputs), ("outputs", c.outputs)):
+        seen: set[str] = set()
+        for i, spec in enumerate(specs):
+            if spec.name in seen:
+                yield f"$.{kind}[{i}].name: duplicate {kind[:-1]} name {spec.name!r}"
+            seen.add(spec.name)
+            if spec.value_range and spec.value_range[0] > spec.value_range[1]:
+                yield f"$.{kind}[{i}].range: min {spec.value_range[0]} > max {spec.value_range[1]}"
+    inputs = {t.name: t for t in c.inputs}
+    outputs = {t.name: t for t in c.outputs}
+    for pname, profile in c.profiles.items():
+        for tname, ps in profile.shapes.items():
+            at = f"$.profiles.{pname}.shapes.{tname}"
+            if tname not in inputs:
+                yield f"{at}: {tname!r} is not an input"
+                continue
+            rank = inputs[tname].rank
+            for label, shape in (("min", ps.min), ("opt", ps.opt), ("max", ps.max)):
+                if len(shape) != rank:
+                    yield f"{at}.{label}: rank {len(shape)} but input {tname!r} has rank {rank}"
+            if len({len(ps.min), len(ps.opt), len(ps.max)}) == 1 and not all(
+                lo <= o <= hi for lo, o, hi in zip(ps.min, ps.opt, ps.max, strict=True)
+            ):
+                yield f"{at}: needs min <= opt <= max in every dimension"
+            for d, (want, lo, hi) in enumerate(zip(inputs[tname].shape, ps.min, ps.max, strict=False)):
+                if isinstance(want, int) and not lo == hi == want:
+                    yield f"{at}: dimension {d} is fixed at {want} in the input but {lo}..{hi} here"
+    for i, pair in enumerate(c.state):
+        if pair.output not in outputs:
+            yield f"$.state[{i}].output: {pair.output!r} is not an output"
+        if pair.input not in inputs:
+            yield f"$.state[{i}].input: {pair.input!r} is not an input"
+        if pair.output in outputs and pair.input in inputs:
+            o, n = outputs[pair.output], inputs[pair.input]
+            if o.dtype != n.dtype:
+                yield f"$.state[{i}]: {pair.output} is {o.dtype} but {pair.input} is {n.dtype}"
+    for i, inv in enumerate(c.invariants):
+        if inv.output not in outputs:
+            yield f"$.invariants[{i}].output: {inv.output!r} is not an output"
+        elif inv.check == "dim_equals" and inv.axis is not None:
+            rank = outputs[inv.output].rank
+            if not -rank <= inv.axis < rank:
+                yield f"$.invariants[{i}].axis: {inv.axis} is out of range for rank {rank}"
+        if inv.min is not None and inv.max is not None and inv.min > inv.max:
+            yield f"$.invariants[{i}]: min {inv.min:g} > max {inv.max:g}"
+    tolerances = dict(c.tolerances)
+    if c.default_tolerance is not None:
+        tolerances["<default>"] = c.default_tolerance
+    for name, tol in tolerances.items():
+        at = "$.default_tolerance" if name == "<default>" else f"$.tolerances.{name}"
+        if name != "<default>" and name not in outputs:
+            yield f"{at}: {name!r} is not an output"
+        if tol.chunk is None and tol.p95 is None:
+            yield f"{at}: needs a chunk or p95 tier, or nothing would ever be checked"
+        if tol.pass_rate is not None:
+            if tol.within is None:
+                yield f"{at}.pass_rate: needs a chunk tier that says what 'within' means"
+            for label, v in (("warn", tol.pass_rate.warn), ("fail", tol.pass_rate.fail)):
+                if v is not None and v > 1:
+                    yield f"{at}.pass_rate.{label}: a share of chunks must be <= 1, got {v:g}"
+        for tier_name in ("chunk", "p95", "pass_rate"):
+            yield from _tier_problems(getattr(tol, tier_name), f"{at}.{tier_name}")
+    drift = dict(c.closed_loop.outputs)
+    if c.closed_loop.default is not None:
+        drift["<default>"] = c.closed_loop.default
+    for name, crit in drift.items():
+        at = "$.closed_loop.default" if name == "<default>" else f"$.closed_loop.outputs.{name}"
+        if name != "<default>" and name not in outputs:
+            yield f"{at}: {name!r} is not an output"
+        yield from _tier_problems(crit.max, f"{at}.max")
+        yield from _tier_problems(crit.mean, f"{at}.mean")
+        if crit.trend is not None:
+            yield from _tier_problems(crit.trend.growth, f"{at}.trend.growth")
+    for section in ("latency", "memory"):
+        for key, value in getattr(c, section).items():
+            if isinstance(value, dict):
+                tier = Tier.from_json(value)
+                yield from _tier_problems(tier, f"$.{section}.{key}")
+
+
+def check_semantics(contract: Contract) -> None:
+    problems = list(_problems(contract))
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ContractError(f"{contract.where}: {problems[0]}{more}")

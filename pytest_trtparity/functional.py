@@ -1,0 +1,106 @@
+"""Functional parity: every chunk gets the reference inputs (reference states included) and every
+output is compared with the reference and checked against the contract's invariants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+import numpy as np
+
+from .backends.base import Backend
+from .bindings import record_feeds, record_outputs_problems
+from .compare import compare
+from .contract import Contract
+from .errors import TrtParityError
+from .gate import Finding, Level, judge_series
+from .invariants import violation
+from .reference.reader import Record
+from .results import SuiteResult, chunk_label
+
+#: Per-chunk problems listed in full before they are only counted.
+MAX_LISTED = 20
+
+ChunkCallback = Callable[[int], None]
+
+
+def check_chunk(
+    result: SuiteResult,
+    contract: Contract,
+    record: Record,
+    got: Mapping[str, np.ndarray],
+    *,
+    suite: str,
+) -> None:
+    """Invariants and comparison of one chunk's engine outputs; appends to `result`."""
+    label = chunk_label(record.stream, record.chunk_index)
+    for spec in contract.outputs:
+        name = spec.name
+        if name not in got:
+            _problem(result, suite, name, "missing output", f"output {name!r}: the engine returned no such output on chunk {label}", label)
+            continue
+        for inv in contract.invariants_for(name):
+            why = violation(inv, got[name])
+            if why:
+                _problem(result, suite, name, "invariant",
+                         f"output {name!r}: invariant {inv.describe()} violated on chunk {label}: {why}", label)
+        cmp = compare(name, record.outputs[name], got[name], expected_dtype=spec.dtype,
+                      tolerance=contract.tolerance(name), allow_empty=spec.allow_empty)
+        if cmp.problem:
+            _problem(result, suite, name, "structure", f"output {name!r} on chunk {label}: {cmp.problem}", label)
+            result.series(name).add(label, {"max_abs": float("nan")})
+        else:
+            result.series(name).add(label, cmp.metrics)
+
+
+def _problem(result: SuiteResult, suite: str, output: str, criterion: str, message: str, chunk: str) -> None:
+    result.findings.append(Finding(Level.FAIL, suite, output, criterion, message, chunk=chunk))
+
+
+def judge_result(result: SuiteResult, contract: Contract, *, suite: str) -> None:
+    """Judge every output's series against its tolerance (after all chunks have run)."""
+    for spec in contract.outputs:
+        series = result.outputs.get(spec.name)
+        if series is None:
+            continue
+        tol = contract.tolerance(spec.name)
+        result.findings.extend(
+            judge_series(series.series(tol.metric), series.chunks, tol, suite=suite, output=spec.name)
+        )
+
+
+def run_functional(
+    backend: Backend,
+    contract: Contract,
+    records: Iterable[Record],
+    *,
+    on_chunk: ChunkCallback | None = None,
+    suite: str = "functional",
+) -> SuiteResult:
+    """Run every record through the engine. A reader or binding error ends the run with what was
+    gathered so far kept in the result (`complete` False, `error` set): nothing measured is lost,
+    and an incomplete result is never a pass."""
+    result = SuiteResult(suite=suite)
+    engine_inputs = backend.inputs
+    try:
+        for record in records:
+            record_outputs_problems(contract, record.outputs, record.where)
+            feeds = record_feeds(contract, record.inputs, engine_inputs, record.where)
+            backend.reset_state()
+            got = backend.run(feeds)
+            check_chunk(result, contract, record, got, suite=suite)
+            result.chunks_run += 1
+            if record.stream not in result.streams:
+                result.streams.append(record.stream)
+            if on_chunk:
+                on_chunk(result.chunks_run)
+    except TrtParityError as exc:
+        result.error = str(exc)
+        judge_result(result, contract, suite=suite)
+        return result
+    if result.chunks_run == 0:
+        result.error = "no chunk ran"
+    else:
+        result.complete = True
+    judge_result(result, contract, suite=suite)
+    return result

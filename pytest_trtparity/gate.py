@@ -1,0 +1,190 @@
+"""Thresholds decide; results only hold numbers.
+
+A `Tier` judges one value; `judge_series` turns an output's per-chunk metric series into findings
+against its `Tolerance`. Every finding carries the sentence a user reads: which output, which
+criterion, the value, the limit, and the chunk where it happened.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import numpy as np
+
+from .contract import Tier, Tolerance
+
+
+class Level(IntEnum):
+    PASS = 0
+    WARN = 1
+    FAIL = 2
+
+    @property
+    def word(self) -> str:
+        return self.name.lower()
+
+
+def verdict_of(levels: Iterable[Level]) -> Level:
+    return max(levels, default=Level.PASS)
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: Level
+    suite: str
+    output: str
+    criterion: str
+    message: str
+    value: float | None = None
+    limit: float | None = None
+    chunk: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "level": self.level.word,
+            "suite": self.suite,
+            "output": self.output,
+            "criterion": self.criterion,
+            "value": _json_float(self.value),
+            "limit": self.limit,
+            "chunk": self.chunk,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Finding:
+        value = raw.get("value")
+        return cls(
+            level=Level[str(raw["level"]).upper()],
+            suite=raw["suite"],
+            output=raw["output"],
+            criterion=raw["criterion"],
+            message=raw["message"],
+            value=float(value) if isinstance(value, int | float) else (math.nan if value == "NaN" else None),
+            limit=raw.get("limit"),
+            chunk=raw.get("chunk"),
+        )
+
+
+def _json_float(v: float | None) -> float | str | None:
+    if v is None:
+        return None
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "Infinity" if v > 0 else "-Infinity"
+    return v
+
+
+def fmt_pair(value: float, limit: float) -> tuple[str, str]:
+    """Print both numbers with enough digits that a value just over a limit does not look equal to it."""
+    for digits in range(3, 18):
+        a, b = f"{value:.{digits}g}", f"{limit:.{digits}g}"
+        if a != b or value == limit:
+            return a, b
+    return repr(value), repr(limit)
+
+
+def judge(tier: Tier, value: float) -> tuple[Level, float | None]:
+    """The level a value earns under a tier, and the limit it crossed (None when it passes).
+
+    NaN always fails: a metric that could not be computed is never evidence of parity.
+    """
+    if math.isnan(value):
+        return Level.FAIL, tier.fail if tier.fail is not None else tier.warn
+    worse = (lambda v, lim: v > lim) if tier.higher_is_worse else (lambda v, lim: v < lim)
+    if tier.fail is not None and worse(value, tier.fail):
+        return Level.FAIL, tier.fail
+    if tier.warn is not None and worse(value, tier.warn):
+        return Level.WARN, tier.warn
+    return Level.PASS, None
+
+
+def describe(
+    *, output: str, criterion: str, value: float, limit: float, level: Level, higher_is_worse: bool,
+    chunk: str | None = None, note: str = "",
+) -> str:
+    v, lim = fmt_pair(value, limit)
+    where = f" on chunk {chunk}" if chunk else ""
+    side = "above" if higher_is_worse else "below"
+    tier = "fail" if level is Level.FAIL else "warn"
+    text = f"output {output!r}: {criterion} {v}{where} is {side} the {tier} tier {lim}"
+    if math.isnan(value):
+        text = f"output {output!r}: {criterion} is NaN{where} (limit {lim})"
+    return text + (f" ({note})" if note else "")
+
+
+def tier_finding(
+    tier: Tier | None, value: float, *, suite: str, output: str, criterion: str,
+    chunk: str | None = None, blocking: bool = True, note: str = "",
+) -> Finding | None:
+    """The finding for one value under one tier, or None when it passes.
+
+    A non-blocking criterion that crosses its fail tier is reported as a warning, and says so.
+    """
+    if tier is None:
+        return None
+    level, limit = judge(tier, value)
+    if level is Level.PASS or limit is None:
+        return None
+    crossed = level
+    if level is Level.FAIL and not blocking:
+        level = Level.WARN
+        note = "non-blocking" + (f": {note}" if note else "")
+    elif blocking:
+        note = ""  # the contract's note explains a non-blocking exception, not every failure
+    return Finding(
+        level=level, suite=suite, output=output, criterion=criterion,
+        message=describe(output=output, criterion=criterion, value=value, limit=limit,
+                         level=crossed, higher_is_worse=tier.higher_is_worse,
+                         chunk=chunk, note=note),
+        value=value, limit=limit, chunk=chunk,
+    )
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return math.nan
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def pass_rate(values: Sequence[float], within: float) -> float:
+    """Share of chunks whose metric is inside `within`; NaN chunks count as outside."""
+    if not values:
+        return math.nan
+    arr = np.asarray(values, dtype=np.float64)
+    return float(np.count_nonzero(arr <= within) / arr.size)
+
+
+def judge_series(
+    values: Sequence[float], chunks: Sequence[str], tol: Tolerance, *, suite: str, output: str
+) -> list[Finding]:
+    """Findings for one output's per-chunk series of `tol.metric` against its tolerance."""
+    if not values:
+        return []
+    arr = np.asarray(values, dtype=np.float64)
+    metric = tol.metric
+    note = tol.note
+    findings: list[Finding] = []
+    worst = int(np.argmax(np.where(np.isnan(arr), np.inf, arr)))
+    f = tier_finding(tol.chunk, float(arr[worst]), suite=suite, output=output, criterion=metric,
+                     chunk=chunks[worst], blocking=tol.blocking, note=note)
+    if f:
+        findings.append(f)
+    f = tier_finding(tol.p95, percentile(values, 95) if not np.isnan(arr).any() else math.nan,
+                     suite=suite, output=output, criterion=f"p95 over chunks of {metric}",
+                     blocking=tol.blocking, note=note)
+    if f:
+        findings.append(f)
+    if tol.pass_rate is not None and tol.within is not None:
+        rate = pass_rate(values, tol.within)
+        f = tier_finding(tol.pass_rate, rate, suite=suite, output=output,
+                         criterion=f"pass rate (chunks with {metric} <= {tol.within:g})",
+                         blocking=tol.blocking, note=note)
+        if f:
+            findings.append(f)
+    return findings

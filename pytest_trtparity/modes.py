@@ -1,0 +1,28 @@
+"""Which suites a run gates: --trt-mode against what the contract offers."""
+
+from __future__ import annotations
+
+from .settings import GateSettings
+
+ALWAYS = frozenset({"contract", "latency", "baseline", "profiles", "throughput", "memory"})
+
+
+def selected_suites(settings: GateSettings) -> frozenset[str] | None:
+    """The suite names to keep, or None for all. `auto` keeps closed loop only when the contract
+    has state pairs (read cheaply here; a broken contract is reported by its fixture instead)."""
+    mode = settings.mode
+    if mode == "both":
+        return None
+    if mode == "functional":
+        return ALWAYS | {"functional"}
+    if mode == "closed_loop":
+        return ALWAYS | {"closed_loop"}
+    if settings.contract is None:
+        return None
+    try:
+        from .contract import load_contract
+
+        has_state = bool(load_contract(settings.contract).state)
+    except Exception:  # the contract fixture reports the real error with file and field
+        return None
+    return None if has_state else ALWAYS | {"functional"}

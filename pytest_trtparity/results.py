@@ -1,0 +1,121 @@
+"""What a suite measured: per-output, per-chunk metric series and the findings judged from them.
+
+Plain data that serialises to JSON and back, so that xdist workers can ship results to the
+controller and the artifacts are built from exactly what was measured.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .gate import Finding, Level, verdict_of
+
+
+def chunk_label(stream: str, chunk_index: int) -> str:
+    return f"{stream}#{chunk_index}"
+
+
+@dataclass
+class OutputSeries:
+    """One output's metrics, chunk by chunk, in the order the chunks ran."""
+
+    output: str
+    chunks: list[str] = field(default_factory=list)
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, chunk: str, values: dict[str, float]) -> None:
+        n = len(self.chunks)
+        self.chunks.append(chunk)
+        for key, value in values.items():
+            self.metrics.setdefault(key, [math.nan] * n).append(value)
+        for key, series in self.metrics.items():
+            if len(series) == n:
+                series.append(math.nan)
+
+    def series(self, metric: str) -> list[float]:
+        return self.metrics.get(metric, [])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "chunks": self.chunks,
+            "metrics": {k: [_enc(v) for v in vs] for k, vs in self.metrics.items()},
+        }
+
+    @classmethod
+    def from_json(cls, output: str, raw: dict[str, Any]) -> OutputSeries:
+        return cls(
+            output=output,
+            chunks=list(raw["chunks"]),
+            metrics={k: [_dec(v) for v in vs] for k, vs in raw["metrics"].items()},
+        )
+
+
+def _enc(v: float) -> float | str:
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "Infinity" if v > 0 else "-Infinity"
+    return v
+
+
+def _dec(v: float | str) -> float:
+    return float(v) if not isinstance(v, str) else float(v.replace("Infinity", "inf"))
+
+
+@dataclass
+class SuiteResult:
+    """The outcome of one suite run (functional, closed loop, contract, ...)."""
+
+    suite: str
+    outputs: dict[str, OutputSeries] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    chunks_run: int = 0
+    streams: list[str] = field(default_factory=list)
+    complete: bool = False
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> Level:
+        if self.error or not self.complete:
+            return Level.FAIL
+        return verdict_of(f.level for f in self.findings)
+
+    def series(self, output: str) -> OutputSeries:
+        if output not in self.outputs:
+            self.outputs[output] = OutputSeries(output)
+        return self.outputs[output]
+
+    def failures(self) -> list[Finding]:
+        return [f for f in self.findings if f.level is Level.FAIL]
+
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.level is Level.WARN]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "suite": self.suite,
+            "verdict": self.verdict.word,
+            "complete": self.complete,
+            "error": self.error,
+            "chunks_run": self.chunks_run,
+            "streams": self.streams,
+            "findings": [f.to_json() for f in self.findings],
+            "outputs": {k: v.to_json() for k, v in self.outputs.items()},
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> SuiteResult:
+        return cls(
+            suite=raw["suite"],
+            outputs={k: OutputSeries.from_json(k, v) for k, v in raw["outputs"].items()},
+            findings=[Finding.from_json(f) for f in raw["findings"]],
+            chunks_run=int(raw["chunks_run"]),
+            streams=list(raw["streams"]),
+            complete=bool(raw["complete"]),
+            error=raw.get("error"),
+            extra=dict(raw.get("extra", {})),
+        )

@@ -1,0 +1,137 @@
+"""The gate's options: declared once, registered as both command-line options and ini keys.
+
+Precedence: command line, then ini. Paths from the command line are relative to where pytest was
+invoked; paths from an ini file are relative to that file's folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import ConfigError
+from .paths import resolve
+
+MODES = ("auto", "functional", "closed_loop", "both")
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    name: str  # ini key and dest; the flag is --trt-<name with dashes>
+    help: str
+    kind: Literal["path", "str", "bool", "choice", "int"] = "str"
+    choices: tuple[str, ...] = ()
+    default: str | bool | int | None = None
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+OPTIONS: tuple[OptionSpec, ...] = (
+    OptionSpec("trt_engine", "Engine under test: .plan/.engine (TensorRT), .onnx (ONNX Runtime), .pt/.ts/.pt2 (PyTorch); "
+               "pkg:PACKAGE/FILE names a file inside an installed package.", "path", metavar="PATH"),
+    OptionSpec("trt_backend", "Backend to run the engine with, overriding the one its extension picks.",
+               "choice", ("onnxruntime", "tensorrt", "torch")),
+    OptionSpec("trt_contract", "Binding contract (JSON) the engine is checked against.", "path", metavar="PATH"),
+    OptionSpec("trt_ref", "Reference records (JSONL or JSONL.gz, format reference/1).", "path", metavar="PATH"),
+    OptionSpec("trt_artifacts", "Folder for summary.json, plots and report.md.", "path",
+               default="trtparity-artifacts", metavar="DIR"),
+    OptionSpec("trt_strict", "Treat warn-tier findings as failures.", "bool", default=False),
+    OptionSpec("trt_mode", "functional, closed_loop, both, or auto (both when the contract has state pairs).",
+               "choice", MODES, default="auto"),
+    OptionSpec("trt_provider", "ONNX Runtime execution provider: cpu, cuda or tensorrt.", "choice",
+               ("cpu", "cuda", "tensorrt"), default="cpu"),
+    OptionSpec("trt_threads", "Intra-op threads for CPU backends (0: the runtime's default).", "int", default=0),
+    OptionSpec("trt_baseline", "Second engine (PyTorch or ONNX) run through the same chunks for comparison.",
+               "path", metavar="PATH"),
+    OptionSpec("trt_devices", "Comma-separated GPU ids that xdist workers are spread over.", "str", metavar="IDS"),
+)
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    engine: Path | None
+    backend: str | None
+    contract: Path | None
+    ref: Path | None
+    artifacts: Path
+    strict: bool
+    mode: str
+    provider: str
+    threads: int
+    baseline: Path | None
+    devices: tuple[int, ...]
+
+    def require(self, what: str) -> Path:
+        value = getattr(self, what)
+        if value is None:
+            raise ConfigError(f"no {what} given: pass --trt-{what} PATH or set trt_{what} in your ini file")
+        return value  # type: ignore[no-any-return]
+
+
+def _convert(spec: OptionSpec, value: Any, base: Path, source: str) -> Any:
+    if value is None or value == "":
+        return None
+    if spec.kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{source} {spec.name}: expected true or false, got {value!r}")
+    if spec.kind == "int":
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"{source} {spec.name}: expected an integer, got {value!r}") from None
+    if spec.kind == "choice" and str(value) not in spec.choices:
+        raise ConfigError(f"{source} {spec.name}: {value!r} is not one of {', '.join(spec.choices)}")
+    if spec.kind == "path":
+        return resolve(str(value), base)
+    return str(value)
+
+
+def parse_devices(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        ids = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"--trt-devices {text!r}: expected comma-separated GPU ids like 0,1") from None
+    if any(i < 0 for i in ids) or len(set(ids)) != len(ids):
+        raise ConfigError(f"--trt-devices {text!r}: ids must be distinct and non-negative")
+    return ids
+
+
+def resolve_settings(
+    cli: dict[str, Any], ini: dict[str, Any], *, cli_base: Path, ini_base: Path
+) -> GateSettings:
+    """Merge command-line and ini values (already read from pytest) into typed settings."""
+    values: dict[str, Any] = {}
+    for spec in OPTIONS:
+        raw_cli = cli.get(spec.name)
+        if raw_cli is not None and raw_cli is not False:
+            value = _convert(spec, raw_cli, cli_base, "option")
+        else:
+            value = _convert(spec, ini.get(spec.name), ini_base, "ini key")
+        values[spec.name] = spec.default if value is None and spec.kind != "path" else value
+        if value is None and spec.kind == "path" and spec.default is not None:
+            values[spec.name] = resolve(str(spec.default), cli_base)
+    return GateSettings(
+        engine=values["trt_engine"],
+        backend=values["trt_backend"],
+        contract=values["trt_contract"],
+        ref=values["trt_ref"],
+        artifacts=values["trt_artifacts"],
+        strict=bool(values["trt_strict"]),
+        mode=values["trt_mode"],
+        provider=values["trt_provider"],
+        threads=int(values["trt_threads"] or 0),
+        baseline=values["trt_baseline"],
+        devices=parse_devices(values["trt_devices"]),
+    )

@@ -1,0 +1,10 @@
+"""Gate: the engine's real inputs and outputs match the binding contract."""
+
+import pytest
+
+from pytest_trtparity.bindings import contract_suite
+
+
+@pytest.mark.trtparity("contract")
+def test_engine_matches_contract(trt_engine, trt_contract, trt_gate):
+    trt_gate.enforce(contract_suite(trt_contract, trt_engine.inputs, trt_engine.outputs))
