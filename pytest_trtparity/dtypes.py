@@ -53,21 +53,25 @@ def host_dtype(name: str) -> np.dtype[np.generic]:
     """The numpy dtype an array of this tensor has in memory after decoding."""
     if name == "bfloat16":
         return np.dtype(np.float32)
-    return wire_dtype(name).newbyteorder("=")
+    native: np.dtype[np.generic] = wire_dtype(name).newbyteorder("=")
+    return native
 
 
 def bfloat16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
-    return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    widened: np.ndarray = (bits.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    return widened
 
 
 def float32_to_bfloat16_bits(values: np.ndarray) -> np.ndarray:
     """Round-to-nearest-even, keeping NaN a NaN (quiet bit set) as TensorRT and PyTorch do."""
-    as_u32 = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    f32 = np.asarray(values, dtype=np.float32, order="C")  # keeps rank 0, unlike ascontiguousarray
+    as_u32 = f32.view(np.uint32)
     rounding = ((as_u32 >> np.uint32(16)) & np.uint32(1)) + np.uint32(0x7FFF)
     rounded = ((as_u32 + rounding) >> np.uint32(16)).astype(np.uint16)
-    nan = np.isnan(np.ascontiguousarray(values, dtype=np.float32))
+    nan = np.isnan(f32)
     rounded[nan] = ((as_u32[nan] >> np.uint32(16)) | np.uint32(0x0040)).astype(np.uint16)
-    return rounded
+    out: np.ndarray = rounded
+    return out
 
 
 def name_of(dtype: np.dtype[np.generic] | type) -> str:

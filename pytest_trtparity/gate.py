@@ -96,7 +96,9 @@ def judge(tier: Tier, value: float) -> tuple[Level, float | None]:
     """
     if math.isnan(value):
         return Level.FAIL, tier.fail if tier.fail is not None else tier.warn
-    worse = (lambda v, lim: v > lim) if tier.higher_is_worse else (lambda v, lim: v < lim)
+    def worse(v: float, lim: float) -> bool:
+        return v > lim if tier.higher_is_worse else v < lim
+
     if tier.fail is not None and worse(value, tier.fail):
         return Level.FAIL, tier.fail
     if tier.warn is not None and worse(value, tier.warn):

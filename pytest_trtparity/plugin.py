@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -34,7 +33,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 kwargs["metavar"] = spec.metavar
             if spec.choices:
                 kwargs["choices"] = spec.choices
-        group.addoption(spec.flag, **kwargs)  # type: ignore[arg-type]
+        group.addoption(spec.flag, **kwargs)
         parser.addini(spec.name, spec.help, type="bool" if spec.kind == "bool" else "string",
                       default=spec.default if spec.kind == "bool" else None)
 
@@ -73,7 +72,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     gate = gate_session(config)
     wanted = selected_suites(gate.settings)
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         suite = _suite_of(item)
         (drop if suite is not None and wanted is not None and suite not in wanted else keep).append(item)

@@ -30,7 +30,7 @@ class OutputSeries:
         self.chunks.append(chunk)
         for key, value in values.items():
             self.metrics.setdefault(key, [math.nan] * n).append(value)
-        for key, series in self.metrics.items():
+        for series in self.metrics.values():
             if len(series) == n:
                 series.append(math.nan)
 

@@ -12,11 +12,19 @@ from typing import IO
 from ..errors import ConfigError
 
 
+def default_mode() -> int:
+    """0o666 less the umask: what `open()` would have given the file (mkstemp gives 0o600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_open(path: Path, mode: str = "w") -> Iterator[IO[str] | IO[bytes]]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.chmod(tmp, default_mode())
     except OSError as exc:
         raise ConfigError(f"{path.parent}: artifacts folder cannot be written: {exc.strerror or exc}") from None
     try:
@@ -34,7 +42,7 @@ def atomic_open(path: Path, mode: str = "w") -> Iterator[IO[str] | IO[bytes]]:
 
 def write_text(path: Path, text: str) -> Path:
     with atomic_open(path, "w") as fh:
-        fh.write(text)  # type: ignore[arg-type]
+        fh.write(text)  # type: ignore[call-overload]
     return path
 
 

@@ -95,10 +95,43 @@ class OnnxRuntimeBackend(Backend):
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [o.name for o in self.outputs]
         try:
-            values = self.session.run(names, {k: np.ascontiguousarray(v) for k, v in feeds.items()})
+            if any(t.dtype == "bfloat16" for t in (*self.inputs, *self.outputs)):
+                return self._infer_bfloat16(feeds)
+            values = self.session.run(names, {k: np.asarray(v, order="C") for k, v in feeds.items()})
+        except BackendError:
+            raise
         except Exception as exc:
             raise BackendError(f"{self.path.name}: onnxruntime run failed: {str(exc).splitlines()[0]}") from None
         return dict(zip(names, (np.asarray(v) for v in values), strict=True))
+
+    def _infer_bfloat16(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """numpy has no bfloat16: feed raw bit patterns as typed OrtValues and read outputs by pointer."""
+        import ctypes
+
+        ort = _import_ort()
+        bf16 = 16  # ONNX TensorProto.BFLOAT16
+        binding = self.session.io_binding()
+        for name, array in feeds.items():
+            info = self.input_info(name)
+            if info is not None and info.dtype == "bfloat16":
+                bits = dtypes.float32_to_bfloat16_bits(array)
+                binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy_with_onnx_type(bits, bf16))
+            else:
+                binding.bind_cpu_input(name, np.asarray(array, order="C"))
+        for out in self.outputs:
+            binding.bind_output(out.name, "cpu")
+        self.session.run_with_iobinding(binding)
+        result: dict[str, np.ndarray] = {}
+        for out, value in zip(self.outputs, binding.get_outputs(), strict=True):
+            if out.dtype != "bfloat16":
+                result[out.name] = np.asarray(value.numpy())
+                continue
+            shape = tuple(value.shape())
+            count = int(np.prod(shape)) if shape else 1
+            raw = (ctypes.c_uint16 * count).from_address(value.data_ptr())
+            bits = np.frombuffer(memoryview(raw), dtype=np.uint16).copy().reshape(shape) if count else np.zeros(shape, np.uint16)
+            result[out.name] = dtypes.bfloat16_bits_to_float32(bits)
+        return result
 
     def info(self) -> BackendInfo:
         self.load()

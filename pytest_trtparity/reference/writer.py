@@ -18,6 +18,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from ..artifacts.atomic import default_mode
 from .codec import encode_tensor
 from .reader import DEFAULT_STREAM, FORMAT_TAG
 
@@ -54,6 +55,7 @@ class ReferenceWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         os.close(fd)
+        os.chmod(tmp, default_mode())
         self._tmp = Path(tmp)
         self._raw: IO[bytes] = self._tmp.open("wb")
         self._out: IO[bytes] = (

@@ -1,0 +1,34 @@
+"""Shared fixtures for the plugin's own tests."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pytest_trtparity.paths import package_file
+
+REPO = Path(__file__).resolve().parents[1]
+SUITES = REPO / "suites"
+SILERO_CONTRACT = REPO / "contracts" / "silero_vad.contract.json"
+SILERO_REF = REPO / "references" / "silero_vad_300.jsonl"
+
+
+@pytest.fixture(scope="session")
+def silero_onnx() -> Path:
+    return package_file("pkg:silero_vad/data/silero_vad.onnx")
+
+
+@pytest.fixture(scope="session")
+def silero_half_onnx() -> Path:
+    return package_file("pkg:silero_vad/data/silero_vad_half.onnx")
+
+
+@pytest.fixture
+def gate_dir(pytester: pytest.Pytester) -> Path:
+    """A pytester folder holding the gating suites, as a user's CI checkout would."""
+    for suite in SUITES.glob("test_*.py"):
+        shutil.copy(suite, pytester.path / suite.name)
+    pytester.makeini("[pytest]\n")
+    return pytester.path
