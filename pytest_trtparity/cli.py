@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["gate"] and not {"-h", "--help"} & set(argv[1:2]):
+        # everything after `gate` belongs to pytest, options first included (-q, --trt-mode ...)
+        from .commands.gate import run_gate
+
+        return run_gate(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

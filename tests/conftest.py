@@ -32,3 +32,11 @@ def gate_dir(pytester: pytest.Pytester) -> Path:
         shutil.copy(suite, pytester.path / suite.name)
     pytester.makeini("[pytest]\n")
     return pytester.path
+
+
+def assert_gate_passed(result: pytest.RunResult) -> None:
+    """Exit 0 with no failed or errored test (other suites may skip where they do not apply)."""
+    outcomes = result.parseoutcomes()
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-3000:]
+    assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0
+    assert outcomes.get("passed", 0) >= 2

@@ -27,8 +27,12 @@ def register(sub: Any) -> None:
 
 
 def _gate(args: argparse.Namespace) -> int:
+    return run_gate(args.pytest_args)
+
+
+def run_gate(pytest_args: list[str]) -> int:
     where = suites_dir()
     if not where.is_dir():
         print(f"trtparity gate: suites not found at {where}")
-        return 4
-    return int(pytest.main([str(where), *args.pytest_args]))
+        return int(pytest.ExitCode.USAGE_ERROR)
+    return int(pytest.main([str(where), *pytest_args]))
