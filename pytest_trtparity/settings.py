@@ -48,6 +48,21 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("trt_baseline", "Second engine (PyTorch or ONNX) run through the same chunks for comparison.",
                "path", metavar="PATH"),
     OptionSpec("trt_devices", "Comma-separated GPU ids that xdist workers are spread over.", "str", metavar="IDS"),
+    OptionSpec("trt_onnx", "The ONNX file the TensorRT engine was built from: the profile sweep runs it on "
+               "ONNX Runtime as its reference.", "path", metavar="PATH"),
+    OptionSpec("trt_precision", "Precision for engines built on demand from .onnx with --trt-backend tensorrt "
+               "(fp16/bf16/int8 need TensorRT 10.x; graph: as the ONNX graph says).", "choice",
+               ("fp32", "fp16", "bf16", "int8", "graph"), default="fp32"),
+    OptionSpec("trt_cuda_graphs", "Replay each TensorRT step as a captured CUDA graph.", "bool", default=False),
+    OptionSpec("trt_cache_dir", "Engine and timing cache folder (default: $TRTPARITY_CACHE_DIR or "
+               "~/.cache/trtparity).", "path", metavar="DIR"),
+    OptionSpec("trt_torch_entry", "Submodule or method of a PyTorch model to call (engine or baseline), e.g. "
+               "_model for Silero VAD's .jit, whose forward hides its state.", "str", metavar="NAME"),
+    OptionSpec("trt_device", "Device for PyTorch models (engine or baseline): cpu, cuda or cuda:N.", "str",
+               default="cpu", metavar="DEVICE"),
+    OptionSpec("trt_latency_timing", "What the latency suite times: host (each step with its transfers, as an "
+               "application sees it) or device (compute alone on device-resident inputs; a CUDA graph "
+               "replay with --trt-cuda-graphs).", "choice", ("host", "device"), default="host"),
 )
 
 
@@ -64,6 +79,13 @@ class GateSettings:
     threads: int
     baseline: Path | None
     devices: tuple[int, ...]
+    onnx: Path | None = None
+    precision: str = "fp32"
+    cuda_graphs: bool = False
+    cache_dir: Path | None = None
+    torch_entry: str | None = None
+    device: str = "cpu"
+    latency_timing: str = "host"
 
     def require(self, what: str) -> Path:
         value = getattr(self, what)
@@ -134,4 +156,11 @@ def resolve_settings(
         threads=int(values["trt_threads"] or 0),
         baseline=values["trt_baseline"],
         devices=parse_devices(values["trt_devices"]),
+        onnx=values["trt_onnx"],
+        precision=values["trt_precision"],
+        cuda_graphs=bool(values["trt_cuda_graphs"]),
+        cache_dir=values["trt_cache_dir"],
+        torch_entry=values["trt_torch_entry"],
+        device=values["trt_device"] or "cpu",
+        latency_timing=values["trt_latency_timing"],
     )

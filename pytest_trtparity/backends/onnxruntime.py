@@ -43,6 +43,26 @@ def parse_provider(name: str) -> str:
     raise BackendError(f"unknown onnxruntime provider {name!r}; expected one of {', '.join(PROVIDERS)}")
 
 
+def tensorrt_ep_options(options: Mapping[str, Any]) -> dict[str, str]:
+    """Options for onnxruntime's TensorRT execution provider.
+
+    Engine and timing caches (under the gate's cache folder) keep a second run from rebuilding, and
+    the precision follows --trt-precision so both TensorRT paths build the same kind of engine.
+    """
+    out = {"trt_engine_cache_enable": "True", "trt_timing_cache_enable": "True"}
+    cache = options.get("trt_cache_dir")
+    if cache:
+        out["trt_engine_cache_path"] = str(cache)
+        out["trt_timing_cache_path"] = str(cache)
+    precision = str(options.get("precision") or "fp32")
+    flag = {"fp16": "trt_fp16_enable", "bf16": "trt_bf16_enable", "int8": "trt_int8_enable"}.get(precision)
+    if flag:
+        out[flag] = "True"
+    if options.get("workspace"):
+        out["trt_max_workspace_size"] = str(int(options["workspace"]))
+    return out
+
+
 def _dim(d: Any) -> int | str | None:
     return d if isinstance(d, int | str) else None
 
@@ -67,6 +87,11 @@ class OnnxRuntimeBackend(Backend):
             opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         providers = [self.provider] if self.provider == PROVIDERS["cpu"] else [self.provider, PROVIDERS["cpu"]]
+        if self.provider == PROVIDERS["tensorrt"]:
+            ep_options = tensorrt_ep_options(self.options)
+            if "trt_engine_cache_path" in ep_options:
+                os.makedirs(ep_options["trt_engine_cache_path"], exist_ok=True)
+            providers = [(self.provider, ep_options), PROVIDERS["cpu"]]  # type: ignore[list-item]
         try:
             self.session = ort.InferenceSession(model, sess_options=opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception hierarchy

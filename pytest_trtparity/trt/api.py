@@ -1,0 +1,456 @@
+"""Every TensorRT call the plugin makes, and nothing else: the only module that imports tensorrt.
+
+Each function is a few calls against the documented Python API of TensorRT 10.x and 11.x, with every
+boolean return and None result checked. Where the versions differ (weak typing and the precision
+flags are gone in 11.x; the v1 memory APIs too) both are handled here and nowhere else.
+
+Objects from TensorRT are always held in variables named as in `OBJECT_TYPES`, so that
+tests/test_trt_api_surface.py can check every attribute this module touches against the real
+bindings of each supported version.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from ..errors import BackendError, ConfigError, EngineLoadError, MissingDependencyError
+from . import cuda
+from .profiles import Range
+from .tensors import TensorDesc, dims_of, dtype_name, nbytes
+
+log = logging.getLogger("pytest_trtparity.trt")
+
+#: Modules tried in order: the full library (builder + runtime), then the lean runtime.
+FULL_MODULES = ("tensorrt", "tensorrt_bindings")
+RUNTIME_MODULES = (*FULL_MODULES, "tensorrt_lean", "tensorrt_lean_bindings")
+
+INSTALL_BUILDER = (
+    "building engines needs the full TensorRT library with its builder and ONNX parser: "
+    "pip install tensorrt-cu12 (TensorRT 10.x, CUDA 12) or tensorrt-cu13 (11.x, CUDA 13) on a machine "
+    "with an NVIDIA driver; the lean and dispatch runtimes cannot build"
+)
+INSTALL_RUNTIME = (
+    "the TensorRT backend needs TensorRT's Python runtime: pip install tensorrt-cu12 or tensorrt-cu13 "
+    "(or tensorrt-lean-cu13 for version-compatible plans)"
+)
+
+#: Variable name -> TensorRT class of the object it holds, throughout this module.
+OBJECT_TYPES: dict[str, str] = {
+    "builder": "Builder",
+    "network": "INetworkDefinition",
+    "parser": "OnnxParser",
+    "parser_error": "ParserError",
+    "config": "IBuilderConfig",
+    "profile": "IOptimizationProfile",
+    "timing": "ITimingCache",
+    "runtime": "Runtime",
+    "engine": "ICudaEngine",
+    "context": "IExecutionContext",
+    "inspector": "EngineInspector",
+}
+
+#: Attributes that exist only in some versions: path -> (first version, first version without).
+VERSIONED: dict[str, tuple[tuple[int, ...], tuple[int, ...] | None]] = {
+    "IBuilderConfig.int8_calibrator": ((8,), (11,)),
+    "IBuilderConfig.set_calibration_profile": ((8,), (11,)),
+    "IInt8EntropyCalibrator2": ((8,), (11,)),
+    "ICudaEngine.device_memory_size_v2": ((10, 1), None),
+    "ICudaEngine.device_memory_size": ((8,), (11,)),
+    "HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY": ((10, 9), None),
+}
+
+#: The functions the runtime backend calls: they must work with the lean runtime module too.
+RUNTIME_FUNCTIONS = (
+    "new_logger",
+    "deserialize",
+    "describe_io",
+    "profile_ranges",
+    "device_memory_bytes",
+    "new_context",
+    "select_profile",
+    "set_input_shape",
+    "resolve_shapes",
+    "tensor_shape",
+    "bind",
+    "enqueue",
+)
+
+#: --precision value -> BuilderFlag member (10.x only: 11.x removed weak typing and these flags).
+PRECISION_FLAGS: dict[str, str] = {"fp16": "FP16", "bf16": "BF16", "int8": "INT8"}
+
+
+# -- modules and versions ---------------------------------------------------------------------
+def _import_first(names: Sequence[str], *, need: str | None) -> Any:
+    tried: list[str] = []
+    for name in names:
+        try:
+            module = importlib.import_module(name)
+        except (ImportError, OSError) as exc:
+            tried.append(f"{name}: {exc}")
+            continue
+        if need is None or hasattr(module, need):
+            return module
+        tried.append(f"{name}: has no {need}")
+    log.debug("TensorRT not importable: %s", "; ".join(tried))
+    return None
+
+
+def import_builder() -> Any:
+    """The full TensorRT module (with Builder and OnnxParser), or MissingDependencyError."""
+    module = _import_first(FULL_MODULES, need="Builder")
+    if module is None:
+        raise MissingDependencyError(INSTALL_BUILDER)
+    return module
+
+
+def import_runtime() -> Any:
+    """A TensorRT module with a Runtime: the full library, else the lean runtime."""
+    module = _import_first(RUNTIME_MODULES, need="Runtime")
+    if module is None:
+        raise MissingDependencyError(INSTALL_RUNTIME)
+    return module
+
+
+def version(trt: Any) -> str:
+    return str(trt.__version__)
+
+
+def major(trt: Any) -> int:
+    return int(version(trt).split(".", 1)[0])
+
+
+def is_lean(trt: Any) -> bool:
+    return not hasattr(trt, "Builder")
+
+
+# -- logging ------------------------------------------------------------------------------------
+def new_logger(trt: Any, keep: int = 200) -> Any:
+    """An ILogger that keeps the last `keep` warnings and errors (TensorRT reports most failures
+    only through the logger) and forwards everything to Python logging."""
+    warning = int(trt.ILogger.Severity.WARNING)
+
+    class CapturingLogger(trt.ILogger):  # type: ignore[misc]
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.lines: list[str] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            level = int(severity)
+            name = getattr(severity, "name", str(severity))
+            if level <= warning:
+                self.lines.append(f"{name}: {msg}")
+                del self.lines[:-keep]
+            log.log(
+                logging.ERROR
+                if level < warning
+                else logging.WARNING
+                if level == warning
+                else logging.DEBUG,
+                "TensorRT %s: %s",
+                name,
+                msg,
+            )
+
+    return CapturingLogger()
+
+
+def last_lines(logger: Any) -> list[str]:
+    return list(getattr(logger, "lines", []))
+
+
+# -- building ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BuildRequest:
+    """What to build; every choice already validated by `trt.build` (plain code)."""
+
+    onnx: str
+    profiles: Sequence[Mapping[str, Range]]
+    precision_flags: tuple[str, ...] = ()
+    strongly_typed: bool = False
+    workspace: int | None = None
+    timing_cache: bytes = b""
+    version_compatible: bool = False
+    hardware_compatibility: str = "NONE"
+    allow_tf32: bool = False
+    calibration: Iterable[Mapping[str, np.ndarray]] | None = None
+    calibration_cache: bytes = b""
+
+
+@dataclass
+class BuildOutput:
+    plan: bytes
+    timing_cache: bytes
+    calibration_cache: bytes = b""
+    log: list[str] = field(default_factory=list)
+
+
+def _parse_errors(parser: Any) -> list[str]:
+    out = []
+    for i in range(parser.num_errors):
+        parser_error = parser.get_error(i)
+        out.append(
+            f"node {parser_error.node()} ({parser_error.node_name()}, {parser_error.node_operator()}): {parser_error.desc()}"
+        )
+    return out
+
+
+def has_builder_flag(trt: Any, name: str) -> bool:
+    return hasattr(trt.BuilderFlag, name)
+
+
+def network_flags(trt: Any, *, strongly_typed: bool) -> int:
+    """STRONGLY_TYPED on request under 10.x; 11.x is always strongly typed and deprecates the flag."""
+    if strongly_typed and major(trt) < 11:
+        return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    return 0
+
+
+def build_plan(trt: Any, request: BuildRequest, logger: Any) -> BuildOutput:
+    """Parse the (staged) ONNX file and build a serialized plan."""
+    builder = trt.Builder(logger)
+    if not builder:
+        raise BackendError(f"TensorRT {version(trt)} could not create a builder: {_tail(logger)}")
+    network = builder.create_network(network_flags(trt, strongly_typed=request.strongly_typed))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(request.onnx) or parser.num_errors:
+        errors = _parse_errors(parser) or [_tail(logger)]
+        raise ConfigError(
+            f"{request.onnx}: TensorRT's ONNX parser failed: {errors[0]}"
+            + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
+        )
+    config = builder.create_builder_config()
+    if request.workspace:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(request.workspace))
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    for flag in request.precision_flags:
+        member = getattr(trt.BuilderFlag, flag, None)
+        if member is None:  # trt.build refuses this first; never fall back to fp32 silently
+            raise ConfigError(f"TensorRT {version(trt)} has no BuilderFlag.{flag}")
+        config.set_flag(member)
+    if not request.allow_tf32 and has_builder_flag(trt, "TF32"):
+        config.clear_flag(
+            trt.BuilderFlag.TF32
+        )  # TF32 is on by default and rounds fp32 matmuls to 10 bits
+    if request.version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    if request.hardware_compatibility != "NONE":
+        level = getattr(trt.HardwareCompatibilityLevel, request.hardware_compatibility, None)
+        if level is None:
+            raise ConfigError(
+                f"TensorRT {version(trt)} has no hardware compatibility level {request.hardware_compatibility}"
+            )
+        config.hardware_compatibility_level = level
+    first_profile = None
+    for index, shapes in enumerate(request.profiles):
+        profile = builder.create_optimization_profile()
+        for name, (lo, opt, hi) in shapes.items():
+            profile.set_shape(name, lo, opt, hi)
+        if config.add_optimization_profile(profile) < 0:
+            raise ConfigError(f"TensorRT rejected optimization profile {index}: {_tail(logger)}")
+        if first_profile is None:
+            first_profile = profile
+    timing = config.create_timing_cache(request.timing_cache)
+    if not config.set_timing_cache(timing, True):
+        raise BackendError(f"TensorRT could not attach the timing cache: {_tail(logger)}")
+    calibrator = None
+    if request.calibration is not None:
+        calibrator = _calibrator(trt, network, request.calibration, request.calibration_cache)
+        config.int8_calibrator = calibrator
+        if first_profile is not None and not config.set_calibration_profile(first_profile):
+            raise ConfigError(f"TensorRT rejected the calibration profile: {_tail(logger)}")
+    try:
+        plan = builder.build_serialized_network(network, config)
+    finally:
+        if calibrator is not None:
+            calibrator.release()
+    if plan is None:
+        raise BackendError(f"TensorRT {version(trt)} failed to build the engine: {_tail(logger)}")
+    timing = config.get_timing_cache()
+    return BuildOutput(
+        plan=bytes(plan),
+        timing_cache=bytes(timing.serialize()) if timing is not None else b"",
+        calibration_cache=calibrator.cache if calibrator is not None else b"",
+        log=last_lines(logger),
+    )
+
+
+def _tail(logger: Any) -> str:
+    lines = last_lines(logger)
+    return lines[-1] if lines else "no message from TensorRT"
+
+
+def _calibrator(
+    trt: Any, network: Any, batches: Iterable[Mapping[str, np.ndarray]], cache: bytes
+) -> Any:
+    """An entropy calibrator over host batches (10.x only; 11.x takes Q/DQ graphs instead)."""
+    base = trt.IInt8EntropyCalibrator2
+
+    class Calibrator(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            base.__init__(self)
+            self.batches = iter(batches)
+            self.buffers: dict[str, cuda.DeviceBuffer] = {}
+            self.stream = cuda.Stream()
+            self.cache = cache
+
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names: Sequence[str]) -> list[int] | None:
+            batch = next(self.batches, None)
+            if batch is None:
+                return None
+            pointers = []
+            for name in names:
+                array = np.ascontiguousarray(batch[name])
+                buf = self.buffers.get(name)
+                if buf is None or buf.nbytes < array.nbytes:
+                    if buf is not None:
+                        buf.free()
+                    buf = self.buffers[name] = cuda.DeviceBuffer(array.nbytes)
+                pinned = cuda.PinnedBuffer(array.nbytes)
+                try:
+                    pinned.write(array)
+                    cuda.copy_h2d(buf.ptr, pinned.ptr, array.nbytes, self.stream)
+                    self.stream.synchronize()
+                finally:
+                    pinned.free()
+                pointers.append(buf.ptr)
+            return pointers
+
+        def read_calibration_cache(self) -> bytes | None:
+            return self.cache or None
+
+        def write_calibration_cache(self, data: Any) -> None:
+            self.cache = bytes(data)
+
+        def release(self) -> None:
+            for buf in self.buffers.values():
+                buf.free()
+            self.buffers.clear()
+            self.stream.destroy()
+
+    return Calibrator()
+
+
+# -- loading and describing ----------------------------------------------------------------------
+def deserialize(
+    trt: Any, data: bytes, logger: Any, *, allow_host_code: bool = False
+) -> tuple[Any, Any]:
+    """(runtime, engine or None). The runtime must outlive the engine, so both are returned."""
+    runtime = trt.Runtime(logger)
+    if not runtime:
+        raise EngineLoadError(
+            f"TensorRT {version(trt)} could not create a runtime: {_tail(logger)}"
+        )
+    if allow_host_code:
+        runtime.engine_host_code_allowed = True
+    engine = runtime.deserialize_cuda_engine(data)
+    return runtime, engine
+
+
+def describe_io(trt: Any, engine: Any) -> list[TensorDesc]:
+    out = []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        mode: Literal["input", "output"] = (
+            "input" if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else "output"
+        )
+        out.append(
+            TensorDesc(
+                name=name,
+                mode=mode,
+                dtype=dtype_name(engine.get_tensor_dtype(name).name, tensor=name),
+                shape=dims_of(tuple(engine.get_tensor_shape(name))),
+                on_host=engine.get_tensor_location(name) == trt.TensorLocation.HOST,
+            )
+        )
+    return out
+
+
+def profile_ranges(engine: Any, inputs: Sequence[str]) -> list[dict[str, Range]]:
+    """min/opt/max of every input under every optimization profile of the engine."""
+    out: list[dict[str, Range]] = []
+    for index in range(engine.num_optimization_profiles):
+        shapes: dict[str, Range] = {}
+        for name in inputs:
+            lo, opt, hi = engine.get_tensor_profile_shape(name, index)
+            shapes[name] = (
+                tuple(int(d) for d in lo),
+                tuple(int(d) for d in opt),
+                tuple(int(d) for d in hi),
+            )
+        out.append(shapes)
+    return out
+
+
+def device_memory_bytes(engine: Any) -> int:
+    """Scratch memory the engine needs (v2 API from 10.1; the v1 name is gone in 11.x)."""
+    if hasattr(engine, "device_memory_size_v2"):
+        return int(engine.device_memory_size_v2)
+    return int(engine.device_memory_size)
+
+
+def inspect_layers(trt: Any, engine: Any) -> str:
+    """The engine inspector's JSON (layer names, types, tensor formats and precisions)."""
+    inspector = engine.create_engine_inspector()
+    if inspector is None:
+        return "{}"
+    return str(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+
+
+# -- running -----------------------------------------------------------------------------------
+def new_context(engine: Any, logger: Any) -> Any:
+    context = engine.create_execution_context()
+    if context is None:
+        raise EngineLoadError(
+            f"TensorRT could not create an execution context (out of device memory?): {_tail(logger)}"
+        )
+    return context
+
+
+def select_profile(context: Any, index: int, stream: int, logger: Any) -> None:
+    if not context.set_optimization_profile_async(index, stream):
+        raise BackendError(f"TensorRT refused optimization profile {index}: {_tail(logger)}")
+
+
+def set_input_shape(context: Any, name: str, shape: Sequence[int], logger: Any) -> None:
+    if not context.set_input_shape(name, tuple(int(d) for d in shape)):
+        raise BackendError(
+            f"TensorRT refused shape {list(shape)} for input {name!r} (outside the active profile?): {_tail(logger)}"
+        )
+
+
+def resolve_shapes(context: Any, logger: Any) -> None:
+    try:
+        unresolved = context.infer_shapes()
+    except RuntimeError as exc:
+        raise BackendError(f"TensorRT shape inference failed: {exc}; {_tail(logger)}") from None
+    if unresolved:
+        raise BackendError(
+            f"TensorRT cannot infer shapes: inputs {', '.join(unresolved)} are not fully specified"
+        )
+
+
+def tensor_shape(context: Any, name: str) -> tuple[int, ...]:
+    return tuple(int(d) for d in context.get_tensor_shape(name))
+
+
+def bind(context: Any, name: str, address: int, logger: Any) -> None:
+    if not context.set_tensor_address(name, int(address)):
+        raise BackendError(f"TensorRT refused the address of tensor {name!r}: {_tail(logger)}")
+
+
+def enqueue(context: Any, stream: int) -> bool:
+    """Queue one inference; False when TensorRT refused (the caller decides how to report it)."""
+    return bool(context.execute_async_v3(stream))
+
+
+def output_bytes(desc: TensorDesc, shape: Sequence[int]) -> int:
+    return nbytes(desc.dtype, shape)

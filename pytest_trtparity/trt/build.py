@@ -1,0 +1,300 @@
+"""Building an engine from ONNX: options, precision rules per TensorRT version, caches, report.
+
+The decisions live here as plain functions (tested in CI); `api.build_plan` only executes them.
+A request the installed TensorRT cannot honour is an error before anything is built: 11.x removed
+weak typing and the fp16/bf16/int8 builder flags, and quietly building fp32 instead would make the
+gate certify an engine nobody asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..artifacts.atomic import write_bytes
+from ..backends.base import file_sha256
+from ..contract import Contract
+from ..errors import ConfigError
+from . import onnx_files
+from .api import PRECISION_FLAGS
+from .cache import EngineCache, cache_key, default_cache_dir
+from .compat import report_path, version_tuple
+from .profiles import PlannedProfile, plan_profiles
+from .report import BuildReport, parse_inspector
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "graph")
+HARDWARE_LEVELS = ("NONE", "AMPERE_PLUS", "SAME_COMPUTE_CAPABILITY")
+CALIBRATION_CHUNKS = 64
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+    "t": 10**12,
+    "tb": 10**12,
+}
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(text: str) -> int:
+    """Bytes from '4GiB', '512MiB', '1.5G' or a plain number."""
+    match = _SIZE.match(text)
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in _UNITS:
+        raise ConfigError(f"--workspace {text!r}: expected a size like 4GiB, 512MiB or 1000000")
+    value = int(float(match.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise ConfigError(f"--workspace {text!r}: must be more than 0 bytes")
+    return value
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    precision: str = "fp32"
+    workspace: int | None = None
+    profiles: tuple[str, ...] = ()
+    allow_tf32: bool = False
+    version_compatible: bool = False
+    hardware_compatibility: str = "NONE"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"--precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}"
+            )
+        if self.hardware_compatibility not in HARDWARE_LEVELS:
+            raise ConfigError(
+                f"hardware compatibility {self.hardware_compatibility!r}: expected one of {', '.join(HARDWARE_LEVELS)}"
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "precision": self.precision,
+            "workspace": self.workspace,
+            "profiles": list(self.profiles),
+            "allow_tf32": self.allow_tf32,
+            "version_compatible": self.version_compatible,
+            "hardware_compatibility": self.hardware_compatibility,
+        }
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    flags: tuple[str, ...]
+    strongly_typed: bool
+    calibrate: bool
+
+    @property
+    def source(self) -> str:
+        return "onnx graph (strongly typed)" if self.strongly_typed else "builder flags"
+
+
+def precision_plan(
+    precision: str, trt_version: str, has_flag: Callable[[str], bool]
+) -> PrecisionPlan:
+    """How to ask the installed TensorRT for `precision`, or ConfigError when it cannot."""
+    major = version_tuple(trt_version)[:1] or (0,)
+    if precision == "graph":
+        return PrecisionPlan((), True, False)
+    if major[0] >= 11:
+        if precision == "fp32":
+            return PrecisionPlan((), True, False)
+        flag = PRECISION_FLAGS[precision]
+        how = (
+            "ModelOpt AutoCast"
+            if precision in ("fp16", "bf16")
+            else "Q/DQ nodes (ModelOpt quantization)"
+        )
+        raise ConfigError(
+            f"--precision {precision}: TensorRT {trt_version} has no BuilderFlag.{flag} (11.x removed weak typing), "
+            f"so precision comes from the ONNX graph; convert the model to {precision} with {how} and build it "
+            "with --precision graph"
+        )
+    if precision == "fp32":
+        return PrecisionPlan((), False, False)
+    flag = PRECISION_FLAGS[precision]
+    if not has_flag(flag):
+        raise ConfigError(
+            f"--precision {precision}: TensorRT {trt_version} has no BuilderFlag.{flag}"
+        )
+    return PrecisionPlan((flag,), False, precision == "int8")
+
+
+def profiles_json(planned: list[PlannedProfile]) -> list[dict[str, Any]]:
+    return [{"name": p.name, "shapes": p.to_json()} for p in planned]
+
+
+def calibration_batches(
+    contract: Contract, reference: Path, profile: PlannedProfile, limit: int = CALIBRATION_CHUNKS
+) -> Iterator[dict[str, np.ndarray]]:
+    """Reference inputs whose shapes the calibration profile admits, at most `limit` of them."""
+    from ..reference.reader import ReferenceReader
+
+    names = set(profile.shapes)
+    count = 0
+    for record in ReferenceReader(reference):
+        feeds = {k: v for k, v in record.inputs.items() if k in names}
+        if set(feeds) != names or not profile.admits({k: v.shape for k, v in feeds.items()}):
+            continue
+        yield feeds
+        count += 1
+        if count >= limit:
+            return
+    if count == 0:
+        raise ConfigError(
+            f"{reference}: no reference chunk fits profile {profile.name!r}, nothing to calibrate int8 with"
+        )
+
+
+@dataclass
+class BuildResult:
+    engine: Path
+    report: dict[str, Any]
+    cache_hit: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def _read(path: Path | None) -> bytes:
+    return path.read_bytes() if path is not None and path.is_file() else b""
+
+
+def build_engine(
+    onnx: Path,
+    contract: Contract,
+    options: BuildOptions,
+    *,
+    output: Path | None = None,
+    cache_dir: Path | None = None,
+    timing_cache: Path | None = None,
+    reference: Path | None = None,
+    device: int = 0,
+) -> BuildResult:
+    """Build (or take from the engine cache) the engine for `onnx` under `contract`'s profiles."""
+    from . import api, cuda
+
+    if not onnx.is_file():
+        raise ConfigError(f"{onnx}: ONNX file not found")
+    planned = plan_profiles(contract, options.profiles)
+    if options.precision == "int8" and reference is None:
+        raise ConfigError(
+            "--precision int8 calibrates from reference inputs: pass --reference REF.jsonl"
+        )
+    files = onnx_files.sidecars(onnx)
+    digest = onnx_files.model_digest(onnx, files)
+    trt = api.import_builder()
+    version = api.version(trt)
+    precision = precision_plan(
+        options.precision, version, lambda flag: api.has_builder_flag(trt, flag)
+    )
+    gpu = cuda.require_device(device)
+    key_options = options.to_json()
+    if precision.calibrate and reference is not None:
+        key_options["calibration_reference"] = file_sha256(reference)
+    key = cache_key(
+        model_digest=digest,
+        profiles=profiles_json(planned),
+        options=key_options,
+        trt_version=version,
+        compute_capability=gpu.compute_capability,
+    )
+    cache = EngineCache(cache_dir or default_cache_dir())
+    cached = cache.lookup(key)
+    if cached is not None:
+        report = json.loads(report_path(cached).read_text("utf-8"))
+        engine = cache.copy_to(cached, output) if output else cached
+        return BuildResult(engine, report, cache_hit=True)
+    tc_path = timing_cache or cache.timing_cache(version, gpu.compute_capability)
+    calib_path = cache.root / "calibration" / f"{key[:32]}.cache"
+    request = api.BuildRequest(
+        onnx="",
+        profiles=[p.shapes for p in planned],
+        precision_flags=precision.flags,
+        strongly_typed=precision.strongly_typed,
+        workspace=options.workspace,
+        timing_cache=_read(tc_path),
+        allow_tf32=options.allow_tf32,
+        version_compatible=options.version_compatible,
+        hardware_compatibility=options.hardware_compatibility,
+        calibration=calibration_batches(contract, reference, planned[0])
+        if precision.calibrate and reference
+        else None,
+        calibration_cache=_read(calib_path),
+    )
+    logger = api.new_logger(trt)
+    with tempfile.TemporaryDirectory(prefix="trtparity-onnx-") as tmp:
+        staged = (
+            onnx_files.stage(onnx, Path(tmp), files)
+            if onnx_files.needs_staging(onnx, files)
+            else onnx
+        )
+        start = time.perf_counter()
+        out = api.build_plan(trt, replace(request, onnx=str(staged)), logger)
+        seconds = time.perf_counter() - start
+    if out.timing_cache:
+        write_bytes(tc_path, out.timing_cache)
+    if out.calibration_cache:
+        write_bytes(calib_path, out.calibration_cache)
+    notes: list[str] = []
+    layers = None
+    try:
+        runtime, engine_obj = api.deserialize(trt, out.plan, logger)
+        if engine_obj is None:
+            raise ConfigError("the new plan did not deserialize")
+        layers = parse_inspector(api.inspect_layers(trt, engine_obj))
+        del engine_obj, runtime
+    except (ConfigError, ValueError) as exc:
+        notes.append(f"engine inspector unavailable: {exc}")
+    report = BuildReport(
+        trt_version=version,
+        gpu=gpu.name,
+        compute_capability=gpu.compute_capability,
+        profiles=profiles_json(planned),
+        options={
+            **key_options,
+            "precision_source": precision.source,
+            "strongly_typed": precision.strongly_typed,
+            "builder_flags": list(precision.flags),
+        },
+        build_seconds=seconds,
+        engine_bytes=len(out.plan),
+        engine_sha256=hashlib.sha256(out.plan).hexdigest(),
+        onnx={"path": str(onnx), "sha256": digest, "external_data": sorted(files)},
+        cache_key=key,
+        layers=layers,
+        notes=notes,
+    ).to_json()
+    stored = cache.store(key, out.plan, report)
+    engine = cache.copy_to(stored, output) if output else stored
+    return BuildResult(engine, report, cache_hit=False, notes=notes)
+
+
+def summary_line(result: BuildResult) -> str:
+    r: Mapping[str, Any] = result.report
+    layers = r.get("layers") or {}
+    how = "from the engine cache" if result.cache_hit else f"in {r.get('build_seconds', 0):.1f} s"
+    precisions = (
+        ", ".join(f"{k} {v}" for k, v in (layers.get("precisions") or {}).items()) or "unknown"
+    )
+    return (
+        f"{result.engine}: {r['engine']['bytes']} bytes {how}, TensorRT {r['tensorrt']['version']} on "
+        f"{r['device']['name']} (sm {r['device']['compute_capability']}), {layers.get('layer_count', '?')} layers "
+        f"({precisions})"
+    )
