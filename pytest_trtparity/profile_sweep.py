@@ -147,29 +147,43 @@ def gather_feeds(
     seed: int = 0,
     scan_limit: int = SCAN_LIMIT,
 ) -> dict[str, SweepFeeds]:
-    """Feeds for every point: each input from the first reference chunk holding it at exactly the
-    point's shape, else synthetic from its value range."""
+    """Feeds for every point: all inputs from the first reference chunk that holds every one of them
+    at exactly the point's shapes (inputs of one chunk belong together: a `length` input must match
+    its audio), else each input from the first chunk holding it at its shape, else synthetic from its
+    value range."""
     out = {p.label: SweepFeeds() for p in points}
-    missing = {(p.label, name) for p in points for name in p.shapes}
+    whole: set[str] = set()
+    partial: dict[tuple[str, str], tuple[np.ndarray, str]] = {}
     for scanned, record in enumerate(records):
-        if not missing or scanned >= scan_limit:
+        if len(whole) == len(points) or scanned >= scan_limit:
             break
+        where = f"reference chunk {record.stream}#{record.chunk_index}"
         for p in points:
-            for name, shape in p.shapes.items():
-                value = record.inputs.get(name)
-                if (p.label, name) in missing and value is not None and tuple(value.shape) == shape:
-                    out[p.label].feeds[name] = value
-                    out[p.label].sources[name] = (
-                        f"reference chunk {record.stream}#{record.chunk_index}"
-                    )
-                    missing.discard((p.label, name))
+            if p.label in whole:
+                continue
+            matching = {
+                name: value
+                for name, shape in p.shapes.items()
+                if (value := record.inputs.get(name)) is not None and tuple(value.shape) == shape
+            }
+            if len(matching) == len(p.shapes):
+                out[p.label].feeds.update(matching)
+                out[p.label].sources.update(dict.fromkeys(matching, where))
+                whole.add(p.label)
+                continue
+            for name, value in matching.items():
+                partial.setdefault((p.label, name), (value, where))
     rng = np.random.default_rng(seed)
     for p in points:
+        if p.label in whole:
+            continue
         for name, shape in p.shapes.items():
-            if (p.label, name) in missing:
+            if (p.label, name) in partial:
+                array, how = partial[(p.label, name)]
+            else:
                 array, how = synthetic(contract.input(name), shape, rng)
-                out[p.label].feeds[name] = array
-                out[p.label].sources[name] = how
+            out[p.label].feeds[name] = array
+            out[p.label].sources[name] = how
     return out
 
 

@@ -165,3 +165,18 @@ def test_suite_runs_with_trt_onnx_and_skips_without(
         ["*output 'output': max_abs * on chunk * is above the fail tier 0.001*"]
     )
     assert result.ret == 1
+
+
+def test_inputs_of_one_point_come_from_one_chunk() -> None:
+    """A chunk's `length` belongs to its own audio: mixing chunks would fake a failure."""
+    from pytest_trtparity.profile_sweep import SweepPoint
+    from pytest_trtparity.reference.reader import Record
+
+    contract = load_contract(SILERO_CONTRACT)
+    first = Record("s", 0, {"input": np.zeros((1, 576), np.float32), "state": np.ones((2, 1, 128), np.float32)}, {})
+    second = Record("s", 1, {"input": np.full((1, 576), 2, np.float32), "state": np.full((2, 1, 128), 3, np.float32)}, {})
+    odd = Record("s", 2, {"input": np.zeros((1, 512), np.float32), "state": np.full((2, 1, 128), 9, np.float32)}, {})
+    point = SweepPoint("stream", ("min",), {"input": (1, 576), "state": (2, 1, 128)})
+    feeds = gather_feeds(contract, [point], [odd, first, second])[point.label]
+    assert feeds.sources == {"input": "reference chunk s#0", "state": "reference chunk s#0"}
+    assert feeds.feeds["state"][0, 0, 0] == 1.0
