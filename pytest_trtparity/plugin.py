@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .contract import Contract
     from .reference.reader import ReferenceReader
     from .session import GateSession
+    from .sharding import Shard
 
 SESSION_KEY = pytest.StashKey["GateSession"]()
 MARKER = "trtparity"
@@ -54,6 +55,10 @@ def pytest_configure(config: pytest.Config) -> None:
     except TrtParityError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[SESSION_KEY] = GateSession(settings=settings)
+    config.pluginmanager.register(PerformanceSummary(), "trtparity-performance")
+    from .xdist_support import install
+
+    install(config, config.stash[SESSION_KEY])  # shards, devices and results under pytest-xdist
 
 
 def gate_session(config: pytest.Config) -> GateSession:
@@ -144,6 +149,75 @@ def trt_reference(trt_settings: GateSettings, trt_gate: GateSession) -> Referenc
         trt_gate.errors.append(str(exc))
         _fail_config(exc)
         raise
+
+
+@pytest.fixture
+def trt_shard() -> Shard:
+    """Which shard of its suite a test runs: the whole suite, unless pytest-xdist splits it (-n N)."""
+    from .sharding import Shard
+
+    return Shard()
+
+
+@pytest.fixture(scope="session")
+def trt_device(pytestconfig: pytest.Config) -> int | None:
+    """The GPU id of --trt-devices this process runs on (worker gwN: devices[N % len]), which
+    CUDA_VISIBLE_DEVICES then shows alone; None without --trt-devices."""
+    from .xdist_support import assigned_device
+
+    return assigned_device(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def trt_baseline(trt_settings: GateSettings, trt_gate: GateSession, request: pytest.FixtureRequest) -> Iterator[Backend | None]:
+    """The baseline engine named by --trt-baseline, loaded; None when no baseline was given."""
+    if trt_settings.baseline is None:
+        yield None
+        return
+    from .baseline import open_baseline
+
+    try:
+        contract = request.getfixturevalue("trt_contract")
+        backend = open_baseline(trt_settings, contract)
+        trt_gate.environment["baseline"] = backend.info().to_json()
+    except TrtParityError as exc:
+        trt_gate.errors.append(str(exc))
+        _fail_config(exc)
+        raise
+    yield backend
+    backend.close()
+
+
+class PerformanceSummary:
+    """Prints the tables the performance suites leave in `extra["table"]` (latency, baseline side
+    by side, throughput, memory), before the gate's verdict."""
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+        if hasattr(config, "workerinput"):
+            return
+        lines = [str(line) for r in gate_session(config).results for line in r.extra.get("table", [])]
+        if lines:
+            terminalreporter.section("trtparity performance")
+            for line in lines:
+                terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Gate tests: JUnit properties and crash notes before the report is made, plots after."""
+    suite = _suite_of(item) if call.when == "call" else None
+    if suite is None:
+        yield
+        return
+    from .artifacts import channels
+
+    gate = gate_session(item.config)
+    failed = None
+    if call.excinfo is not None and not call.excinfo.errisinstance(pytest.skip.Exception):
+        failed = call.excinfo.exconly().splitlines()[0] if call.excinfo.exconly() else "failed"
+    channels.before_report(item, gate, suite, failed)
+    outcome: Any = yield
+    channels.after_report(outcome.get_result(), gate, suite)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -1,9 +1,12 @@
-"""The short table printed at the end of a gate run."""
+"""The short summary printed at the end of a gate run: per suite, side by side, drift, artifacts."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+#: Findings printed per suite before the rest are only counted.
+MAX_FINDINGS = 5
 
 
 def _num(v: Any) -> str:
@@ -14,26 +17,87 @@ def _num(v: Any) -> str:
     return str(v)
 
 
+def _factor(v: Any) -> str:
+    return f"{v:.2g}x" if isinstance(v, float) else "-"
+
+
+def suite_lines(suite: str, body: Mapping[str, Any]) -> list[str]:
+    aggs = body.get("aggregates", {})
+    lines = [f"{suite}: {body.get('verdict')} ({body.get('chunks_run')} chunks)"]
+    if aggs:
+        lines.append(
+            f"  {'output':<28} {'metric':<10} {'worst':>10} {'p95':>10} {'mean':>10} {'pass rate':>9}"
+        )
+    for name, agg in aggs.items():
+        rate = agg.get("pass_rate")
+        lines.append(
+            f"  {name:<28} {agg.get('metric', ''):<10} {_num(agg.get('worst')):>10} "
+            f"{_num(agg.get('p95')):>10} {_num(agg.get('mean')):>10} "
+            f"{'-' if not isinstance(rate, float | int) else f'{rate:.0%}':>9}"
+        )
+    lines += drift_lines(body.get("extra", {}).get("drift", {}))
+    findings = body.get("findings", [])
+    for f in findings[:MAX_FINDINGS]:
+        lines.append(f"  {f['level'].upper()}: {f['message']}")
+    if len(findings) > MAX_FINDINGS:
+        lines.append(f"  ... {len(findings) - MAX_FINDINGS} more findings in summary.json")
+    if body.get("error"):
+        lines.append(f"  ERROR: {body['error']}")
+    return lines
+
+
+def drift_lines(drift: Mapping[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for output, stats in drift.items():
+        streams = stats.get("streams", {})
+        for stream, st in streams.items():
+            name = f"{output} [{stream}]" if len(streams) > 1 else output
+            trend = st.get("trend")
+            text = f"  drift {name}: max {_num(st.get('max'))}, mean {_num(st.get('mean'))}"
+            if trend:
+                verdict = "significant" if trend.get("significant") else "not significant"
+                text += (
+                    f", trend {_num(trend.get('slope'))}/chunk (p={_num(trend.get('p_value'))}, {verdict}"
+                    f" at alpha {_num(st.get('alpha'))}), growth {_num(trend.get('growth'))} of bound"
+                )
+            lines.append(text)
+    return lines
+
+
+def comparison_lines(comparison: Mapping[str, Any]) -> list[str]:
+    """Functional and closed-loop error side by side, when both ran."""
+    rows = {k: v for k, v in comparison.items() if v.get("functional") and v.get("closed_loop")}
+    if not rows:
+        return []
+    lines = [
+        "functional vs closed loop:",
+        f"  {'output':<28} {'metric':<10} {'func worst':>10} {'loop worst':>10} {'x':>6} "
+        f"{'func mean':>10} {'loop mean':>10} {'x':>6}",
+    ]
+    for name, c in rows.items():
+        f, cl, lf = c["functional"], c["closed_loop"], c.get("loop_factor", {})
+        lines.append(
+            f"  {name:<28} {c.get('metric') or '':<10} {_num(f.get('worst')):>10} {_num(cl.get('worst')):>10} "
+            f"{_factor(lf.get('worst')):>6} {_num(f.get('mean')):>10} {_num(cl.get('mean')):>10} "
+            f"{_factor(lf.get('mean')):>6}"
+        )
+    return lines
+
+
 def summary_lines(summary: Mapping[str, Any], path: str | None) -> list[str]:
     lines: list[str] = []
     for suite, body in summary.get("suites", {}).items():
-        aggs = body.get("aggregates", {})
-        lines.append(f"{suite}: {body.get('verdict')} ({body.get('chunks_run')} chunks)")
-        if aggs:
-            lines.append(f"  {'output':<28} {'metric':<10} {'worst':>10} {'p95':>10} {'mean':>10} {'pass rate':>9}")
-        for name, agg in aggs.items():
-            rate = agg.get("pass_rate")
-            lines.append(
-                f"  {name:<28} {agg.get('metric', ''):<10} {_num(agg.get('worst')):>10} "
-                f"{_num(agg.get('p95')):>10} {_num(agg.get('mean')):>10} "
-                f"{'-' if rate is None else f'{rate:.0%}':>9}"
-            )
-        for f in body.get("findings", [])[:5]:
-            lines.append(f"  {f['level'].upper()}: {f['message']}")
-        extra = len(body.get("findings", [])) - 5
-        if extra > 0:
-            lines.append(f"  ... {extra} more findings in summary.json")
+        lines += suite_lines(suite, body)
+    lines += comparison_lines(summary.get("comparison", {}))
     for err in summary.get("errors", []):
         lines.append(f"ERROR: {err}")
-    lines.append(f"verdict: {str(summary.get('verdict', '?')).upper()}" + (f"  ({path})" if path else ""))
+    artifacts = summary.get("artifacts", {})
+    if artifacts.get("folder"):
+        plots = artifacts.get("plots", {})
+        lines.append(
+            f"artifacts: {artifacts['folder']} (summary.json, report.md, {len(plots)} plot(s))"
+        )
+    lines.append(
+        f"verdict: {str(summary.get('verdict', '?')).upper()}" + (f"  ({path})" if path else "")
+    )
     return lines

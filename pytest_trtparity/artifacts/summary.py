@@ -12,14 +12,21 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..contract import Contract, Tier
 from ..gate import Level, percentile, verdict_of
+from ..progress import ci_env
 from ..results import SuiteResult
 from .atomic import write_text
 
 SUMMARY_TAG = "trtparity-summary/1"
+SCHEMA_RESOURCE = "summary.schema.json"
+#: The two suites whose errors are shown side by side: how much does running on its own state add?
+SIDE_BY_SIDE = ("functional", "closed_loop")
 
 
-def output_aggregates(result: SuiteResult, metric: str, within: float | None) -> dict[str, dict[str, Any]]:
+def output_aggregates(
+    result: SuiteResult, metric: str, within: float | None
+) -> dict[str, dict[str, Any]]:
     """Per output: worst, p95, mean of the per-chunk `metric`, and the pass rate when defined."""
     out: dict[str, dict[str, Any]] = {}
     for name, series in result.outputs.items():
@@ -28,7 +35,10 @@ def output_aggregates(result: SuiteResult, metric: str, within: float | None) ->
         agg: dict[str, Any] = {
             "metric": metric,
             "chunks": len(values),
-            "worst": max(values, key=lambda v: math.inf if math.isnan(v) else v) if values else None,
+            "worst": max(values, key=lambda v: math.inf if math.isnan(v) else v)
+            if values
+            else None,
+            "worst_chunk": series.chunks[_worst_index(values)] if values else None,
             "p95": percentile(finite, 95) if finite and len(finite) == len(values) else None,
             "mean": sum(finite) / len(finite) if finite and len(finite) == len(values) else None,
         }
@@ -42,6 +52,10 @@ def output_aggregates(result: SuiteResult, metric: str, within: float | None) ->
             agg["pass_rate"] = sum(1 for v in values if v <= within) / len(values)
         out[name] = agg
     return out
+
+
+def _worst_index(values: Sequence[float]) -> int:
+    return max(range(len(values)), key=lambda i: math.inf if math.isnan(values[i]) else values[i])
 
 
 def _clean(obj: Any) -> Any:
@@ -59,6 +73,95 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def comparison(aggregates: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per output: functional and closed-loop worst, p95 and mean side by side, and their ratio.
+
+    The ratio (closed loop over functional) says how much error the loop adds by feeding the engine
+    its own state; it is None where either side is missing or the functional error is zero.
+    """
+    outputs: list[str] = []
+    for suite in SIDE_BY_SIDE:
+        outputs += [o for o in aggregates.get(suite, {}) if o not in outputs]
+    out: dict[str, dict[str, Any]] = {}
+    for name in outputs:
+        sides = {suite: aggregates.get(suite, {}).get(name) for suite in SIDE_BY_SIDE}
+        metric = next((a["metric"] for a in sides.values() if a), None)
+        entry: dict[str, Any] = {"metric": metric}
+        for suite, agg in sides.items():
+            entry[suite] = (
+                None if agg is None else {k: agg.get(k) for k in ("worst", "p95", "mean")}
+            )
+        func, loop = sides["functional"], sides["closed_loop"]
+        entry["loop_factor"] = {
+            k: _ratio(loop.get(k) if loop else None, func.get(k) if func else None)
+            for k in ("worst", "mean")
+        }
+        out[name] = entry
+    return out
+
+
+def _ratio(num: Any, den: Any) -> float | None:
+    if not isinstance(num, int | float) or not isinstance(den, int | float):
+        return None
+    if den == 0 or math.isnan(num) or math.isnan(den):
+        return None
+    return float(num) / float(den)
+
+
+def _tier(tier: Tier | None) -> dict[str, float] | None:
+    return None if tier is None else tier.to_json()
+
+
+def thresholds(contract: Contract) -> dict[str, dict[str, Any]]:
+    """Per output, the limits that were actually applied, after defaults were resolved."""
+    out: dict[str, dict[str, Any]] = {}
+    for spec in contract.outputs:
+        tol = contract.tolerance(spec.name)
+        entry: dict[str, Any] = {
+            "tolerance": {
+                "metric": tol.metric,
+                "chunk": _tier(tol.chunk),
+                "p95": _tier(tol.p95),
+                "pass_rate": _tier(tol.pass_rate),
+                "blocking": tol.blocking,
+            },
+            "closed_loop": None,
+        }
+        crit = contract.closed_loop.for_output(spec.name)
+        if crit is not None:
+            entry["closed_loop"] = {
+                "metric": crit.metric or tol.metric,
+                "max": _tier(crit.max),
+                "mean": _tier(crit.mean),
+                "trend": None
+                if crit.trend is None
+                else {
+                    "alpha": crit.trend.alpha,
+                    "growth": _tier(crit.trend.growth),
+                    "min_chunks": crit.trend.min_chunks,
+                },
+                "blocking": crit.blocking,
+            }
+        out[spec.name] = entry
+    return out
+
+
+def ci_name(environ: Mapping[str, str] | None = None) -> str | None:
+    """Which CI ran the gate, for the report's sign-off; None on a developer's machine."""
+    import os
+
+    env = os.environ if environ is None else environ
+    for var, name in (
+        ("GITHUB_ACTIONS", "github-actions"),
+        ("GITLAB_CI", "gitlab-ci"),
+        ("JENKINS_URL", "jenkins"),
+        ("BUILDKITE", "buildkite"),
+    ):
+        if env.get(var):
+            return name
+    return "ci" if ci_env(env) else None
+
+
 def build_summary(
     *,
     results: Sequence[SuiteResult],
@@ -68,6 +171,8 @@ def build_summary(
     aggregates: Mapping[str, Any],
     errors: Sequence[str] = (),
     strict: bool = False,
+    contract: Contract | None = None,
+    artifacts: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     levels = [r.verdict for r in results]
     if errors or not results:
@@ -75,7 +180,7 @@ def build_summary(
     verdict = verdict_of(levels)
     if strict and verdict is Level.WARN:
         verdict = Level.FAIL
-    return _clean(
+    summary: dict[str, Any] = _clean(
         {
             "trtparity": SUMMARY_TAG,
             "verdict": verdict.word,
@@ -86,10 +191,15 @@ def build_summary(
                 "python": sys.version.split()[0],
                 "platform": platform.platform(),
                 "trtparity": __version__,
+                "ci": ci_name(),
                 **environment,
             },
             "errors": list(errors) + ([] if results else ["no gating suite produced a result"]),
-            "suites": {r.suite: {**r.to_json(), "aggregates": aggregates.get(r.suite, {})} for r in results},
+            "suites": {
+                r.suite: {**r.to_json(), "aggregates": aggregates.get(r.suite, {})} for r in results
+            },
+            "comparison": comparison(aggregates),
+            "thresholds": thresholds(contract) if contract is not None else {},
             "criteria": {
                 "tolerances": (contract_raw or {}).get("tolerances", {}),
                 "default_tolerance": (contract_raw or {}).get("default_tolerance"),
@@ -98,9 +208,22 @@ def build_summary(
                 "latency": (contract_raw or {}).get("latency", {}),
                 "memory": (contract_raw or {}).get("memory", {}),
             },
+            "artifacts": dict(artifacts or {}),
         }
     )
+    return summary
 
 
 def write_summary(folder: Path, summary: Mapping[str, Any]) -> Path:
-    return write_text(folder / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    return write_text(
+        folder / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n"
+    )
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema of summary.json (shipped in the package; contracts/ holds a copy)."""
+    from importlib import resources
+
+    text = resources.files("pytest_trtparity.schemas").joinpath(SCHEMA_RESOURCE).read_text("utf-8")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded

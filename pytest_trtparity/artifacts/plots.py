@@ -1,0 +1,426 @@
+"""Stability plots: per output, the error of every chunk, functional and closed loop, on one page.
+
+What a reviewer needs to see at a glance: does the closed-loop error stay near the functional one or
+climb away from it, how far below the limits it stays, and whether the trend the gate judged is real.
+So: a log scale (errors span decades), warn and fail lines, a rolling mean over the noise, the
+Theil-Sen trend with its slope and p-value written next to it, and every line labelled where it
+ends rather than in a legend. Exact zeros cannot sit on a log scale: they are drawn on a floor line
+and say so. NaN chunks are shaded red across the whole height, so a hole never looks like a pass.
+
+matplotlib is imported only here, through its object API and the Agg canvas: no pyplot state, no
+display, nothing changed for a user's own plots.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..contract import Contract
+from ..drift import rolling_mean
+from ..gate import Level, verdict_of
+from ..results import SuiteResult
+from .atomic import write_bytes
+
+PLOTS_DIR = "plots"
+PREFIX = "stability-"
+COLORS = {"functional": "#6b6b6b", "closed_loop": "#1f5fa8"}
+NAMES = {"functional": "functional", "closed_loop": "closed loop"}
+WARN_COLOR = "#e08a00"
+FAIL_COLOR = "#c62828"
+TREND_COLOR = "#7b1fa2"
+NAN_COLOR = "#e53935"
+
+
+@dataclass(frozen=True)
+class Line:
+    suite: str
+    x: np.ndarray
+    y: np.ndarray
+    verdict: str = ""
+    streams: tuple[str, ...] = ()  # per point; lines and rolling means never join two streams
+
+
+@dataclass(frozen=True)
+class TrendLine:
+    x: np.ndarray  # run-order positions of the stream's chunks (the fit's 0, 1, 2, ...)
+    slope: float
+    intercept: float
+    p_value: float
+    alpha: float
+    stream: str = ""
+
+
+@dataclass(frozen=True)
+class Limit:
+    label: str
+    value: float
+    color: str
+
+
+@dataclass
+class PlotData:
+    output: str
+    metric: str
+    lines: list[Line] = field(default_factory=list)
+    limits: list[Limit] = field(default_factory=list)
+    trends: list[TrendLine] = field(default_factory=list)
+    streams: list[tuple[int, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    title: str = ""
+
+
+def file_name(output: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", output).strip(".") or "output"
+    return f"{PREFIX}{safe}.png"
+
+
+def _limits(contract: Contract, output: str, suites: Sequence[str]) -> list[Limit]:
+    tol = contract.tolerance(output).chunk
+    crit = contract.closed_loop.for_output(output)
+    loop = crit.max if crit is not None else None
+    pairs: list[tuple[str, Any]] = []
+    if "functional" in suites:
+        pairs.append(("functional", tol))
+    if "closed_loop" in suites:
+        pairs.append(("closed loop", loop or tol))
+    out: list[Limit] = []
+    seen: dict[tuple[str, float], int] = {}
+    for who, tier in pairs:
+        if tier is None:
+            continue
+        for kind, value, color in (
+            ("warn", tier.warn, WARN_COLOR),
+            ("fail", tier.fail, FAIL_COLOR),
+        ):
+            if value is None or value <= 0:
+                continue
+            key = (kind, value)
+            if key in seen:  # the same limit for both suites: one line, no suite in its label
+                out[seen[key]] = Limit(f"{kind} {value:g}", value, color)
+                continue
+            seen[key] = len(out)
+            out.append(Limit(f"{who} {kind} {value:g}", value, color))
+    return out
+
+
+def plot_data(results: Sequence[SuiteResult], contract: Contract, output: str) -> PlotData:
+    """Everything one output's plot shows, taken from the recorded suite results."""
+    by_suite = {r.suite: r for r in results if r.suite in COLORS and output in r.outputs}
+    tol = contract.tolerance(output)
+    crit = contract.closed_loop.for_output(output)
+    loop_metric = (crit.metric if crit is not None and crit.metric else None) or tol.metric
+    metric = tol.metric
+    order: dict[str, int] = {}
+    for suite in ("functional", "closed_loop"):
+        if suite in by_suite:
+            for label in by_suite[suite].outputs[output].chunks:
+                order.setdefault(label, len(order))
+    data = PlotData(output=output, metric=metric)
+    if loop_metric != metric and "closed_loop" in by_suite:
+        data.notes.append(f"closed loop judged on {loop_metric}; both lines show {metric}")
+    for suite, result in by_suite.items():
+        series = result.outputs[output]
+        x = np.array([order[c] for c in series.chunks], dtype=np.float64)
+        y = np.asarray(series.series(metric), dtype=np.float64)
+        streams_of = tuple(c.rpartition("#")[0] for c in series.chunks)
+        data.lines.append(Line(suite, x, y, output_verdict(result, output).word, streams_of))
+        if result.error:
+            data.notes.append(f"{NAMES[suite]} stopped early: {result.error}")
+    streams: dict[str, int] = {}
+    for label, pos in order.items():
+        streams.setdefault(label.rpartition("#")[0], pos)
+    if len(streams) > 1:
+        data.streams = [(pos, name) for name, pos in streams.items()]
+    data.limits = _limits(contract, output, list(by_suite) or list(COLORS))
+    loop = by_suite.get("closed_loop")
+    if loop is not None and crit is not None and crit.trend is not None:
+        stats = loop.extra.get("drift", {}).get(output, {}).get("streams", {})
+        for stream, st in stats.items():
+            tr = st.get("trend")
+            if not tr or not _finite(tr.get("slope")):
+                continue
+            labels = [c for c in loop.outputs[output].chunks if c.rpartition("#")[0] == stream]
+            if not labels:
+                continue
+            xs = np.array([order[c] for c in labels], dtype=np.float64)
+            data.trends.append(
+                TrendLine(
+                    xs,
+                    tr["slope"],
+                    tr["intercept"],
+                    tr["p_value"],
+                    crit.trend.alpha,
+                    stream if len(stats) > 1 else "",
+                )
+            )
+    verdicts = ", ".join(f"{NAMES[line.suite]} {line.verdict}" for line in data.lines)
+    data.title = f"{output}: {metric} per chunk" + (f"  ({verdicts})" if verdicts else "")
+    return data
+
+
+def output_verdict(result: SuiteResult, output: str) -> Level:
+    """One output's verdict within a suite: its own findings, and FAIL if the suite stopped early."""
+    levels = [f.level for f in result.findings if f.output in (output, "*")]
+    if result.error or not result.complete:
+        levels.append(Level.FAIL)
+    return verdict_of(levels)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v)
+
+
+def _floor(data: PlotData) -> float:
+    """Where zeros are drawn: a decade below the smallest positive value shown (or limit)."""
+    positive = [float(v) for line in data.lines for v in line.y if math.isfinite(v) and v > 0]
+    positive += [lim.value for lim in data.limits]
+    if not positive:
+        return 1e-12
+    return float(10.0 ** (math.floor(math.log10(min(positive))) - 1))
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Index ranges [start, end] of consecutive True values."""
+    out: list[tuple[int, int]] = []
+    idx = np.flatnonzero(mask)
+    if idx.size == 0:
+        return out
+    start = prev = int(idx[0])
+    for i in idx[1:]:
+        if i != prev + 1:
+            out.append((start, prev))
+            start = int(i)
+        prev = int(i)
+    out.append((start, prev))
+    return out
+
+
+def _segments(streams: Sequence[str], n: int) -> list[tuple[int, int]]:
+    """[start, end) index ranges of consecutive points from the same stream."""
+    if len(streams) != n or n == 0:
+        return [(0, n)] if n else []
+    cuts = [0] + [i for i in range(1, n) if streams[i] != streams[i - 1]] + [n]
+    return list(itertools.pairwise(cuts))
+
+
+def _spread(wanted: list[float], heights: list[float], lo: float, hi: float) -> list[float]:
+    """Label centres (axes fraction) moved apart so that labels of the given heights never overlap,
+    keeping their order and staying inside [lo, hi] where they fit."""
+    if not wanted:
+        return []
+    order = sorted(range(len(wanted)), key=lambda i: wanted[i])
+    pos = [wanted[i] for i in order]
+    h = [heights[i] for i in order]
+    pos[0] = max(pos[0], lo + h[0] / 2)
+    for k in range(1, len(pos)):
+        pos[k] = max(pos[k], pos[k - 1] + (h[k - 1] + h[k]) / 2)
+    overflow = pos[-1] + h[-1] / 2 - hi
+    if overflow > 0:
+        pos[-1] -= overflow
+        for k in range(len(pos) - 2, -1, -1):
+            pos[k] = min(pos[k], pos[k + 1] - (h[k] + h[k + 1]) / 2)
+    out = [0.0] * len(wanted)
+    for k, i in enumerate(order):
+        out[i] = pos[k]
+    return out
+
+
+def render(data: PlotData) -> bytes:
+    """The PNG for one output."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 5.2), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.08, 0.17, 0.66, 0.74))
+    ax.set_yscale("log")
+    floor = _floor(data)
+    n = max((int(line.x.max()) + 1 for line in data.lines if line.x.size), default=1)
+    ax.set_xlim(-0.5, max(n - 0.5, 1.0))
+    labels: list[tuple[float, str, str]] = []  # (y in data units, text, color)
+    nan_total = 0
+    zero_total = 0
+    for line in sorted(data.lines, key=lambda ln: ln.suite != "functional"):
+        color = COLORS[line.suite]
+        y = line.y.copy()
+        nan = ~np.isfinite(y)
+        zero = (y <= 0) & ~nan
+        zero_total += int(zero.sum())
+        raw_alpha = 0.35 if line.suite == "functional" else 0.45
+        window = max(5, line.x.size // 20)
+        smooth = np.full(y.size, np.nan)
+        for a, b in _segments(line.streams, y.size):
+            xs = line.x[a:b]
+            ax.plot(
+                xs,
+                np.where((zero | nan)[a:b], np.nan, y[a:b]),
+                color=color,
+                lw=0.8,
+                alpha=raw_alpha,
+                zorder=2,
+            )
+            smooth[a:b] = rolling_mean(np.where(nan[a:b], np.nan, y[a:b]), window)
+            ax.plot(
+                xs, np.where(smooth[a:b] > 0, smooth[a:b], np.nan), color=color, lw=2.2, zorder=4
+            )
+        if zero.any():
+            ax.plot(
+                line.x[zero],
+                np.full(int(zero.sum()), floor),
+                ls="none",
+                marker="v",
+                ms=3,
+                color=color,
+                alpha=0.7,
+                zorder=3,
+            )
+        last = next((float(v) for v in smooth[::-1] if math.isfinite(v) and v > 0), None)
+        if last is not None:
+            labels.append((last, f"{NAMES[line.suite]}\n(rolling mean, {window} chunks)", color))
+        for a, b in _runs(nan):
+            ax.axvspan(
+                line.x[a] - 0.5, line.x[b] + 0.5, color=NAN_COLOR, alpha=0.18, lw=0, zorder=1
+            )
+        nan_total += int(nan.sum())
+    for lim in data.limits:
+        ax.axhline(lim.value, color=lim.color, ls="--", lw=1.3, zorder=3)
+        labels.append((lim.value, lim.label, lim.color))
+    for tr in data.trends:
+        xs = tr.x
+        ys = tr.intercept + tr.slope * np.arange(xs.size, dtype=np.float64)
+        ok = ys >= _lowest(data)
+        if ok.any():
+            ax.plot(xs[ok], ys[ok], color=TREND_COLOR, lw=1.6, ls=(0, (6, 2)), zorder=5)
+        verdict = "significant" if tr.p_value < tr.alpha else "not significant"
+        text = (
+            f"trend{' ' + tr.stream if tr.stream else ''} (Theil-Sen)\n{tr.slope:+.2g} per chunk\n"
+            f"Mann-Kendall p = {tr.p_value:.2g}\n{verdict} at \u03b1 = {tr.alpha:g}"
+        )
+        anchor = float(ys[ok][-1]) if ok.any() else floor
+        labels.append((max(anchor, floor), text, TREND_COLOR))
+    for x, name in data.streams:
+        ax.axvline(x - 0.5, color="#999999", lw=0.8, ls=":", zorder=1)
+        ax.annotate(
+            name,
+            xy=(x, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -12),
+            textcoords="offset points",
+            fontsize=8,
+            color="#555555",
+        )
+    if zero_total:
+        ax.axhline(floor, color="#999999", lw=0.6, zorder=1)
+        labels.append(
+            (floor, f"exact 0 ({zero_total} chunk values)\ndrawn on this floor", "#555555")
+        )
+    _set_ylim(ax, data, floor if zero_total else None)
+    ymin, ymax = ax.get_ylim()
+    if nan_total:
+        fig.text(
+            0.08,
+            0.045,
+            f"NaN error on {nan_total} chunk value(s): the red bands",
+            color=NAN_COLOR,
+            fontsize=9,
+            fontweight="bold",
+        )
+    if not data.lines:
+        ax.text(
+            0.5,
+            0.5,
+            "no chunk was measured for this output",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=12,
+            color=FAIL_COLOR,
+        )
+        ax.set_xticks([])
+    _direct_labels(ax, labels, ymin, ymax)
+    ax.set_xlabel("chunk (in run order)")
+    ax.set_ylabel(f"{data.metric} error vs reference (log scale)")
+    ax.grid(True, which="major", alpha=0.25)
+    ax.set_title(data.title, loc="left", fontsize=11)
+    if data.notes:
+        fig.text(0.08, 0.015, "; ".join(data.notes)[:200], fontsize=8, color="#555555")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _lowest(data: PlotData) -> float:
+    values = [float(v) for line in data.lines for v in line.y if math.isfinite(v) and v > 0]
+    return min(values, default=0.0)
+
+
+def _set_ylim(ax: Any, data: PlotData, floor: float | None) -> None:
+    values = [float(v) for line in data.lines for v in line.y if math.isfinite(v) and v > 0]
+    values += [lim.value for lim in data.limits] + ([floor] if floor is not None else [])
+    if not values:
+        values = [1e-12, 1.0]
+    lo, hi = min(values), max(values)
+    ax.set_ylim(lo / 3, hi * 3 if hi > lo else lo * 100)
+
+
+def _direct_labels(ax: Any, labels: list[tuple[float, str, str]], ymin: float, ymax: float) -> None:
+    """Each label at the right edge, at its line's height, nudged apart so none overlap."""
+    span = math.log10(ymax) - math.log10(ymin)
+
+    def frac(y: float) -> float:
+        y = min(max(y, ymin), ymax)
+        return (math.log10(y) - math.log10(ymin)) / span
+
+    heights = [0.045 * (text.count("\n") + 1) + 0.01 for _, text, _ in labels]
+    placed = _spread([frac(y) for y, _, _ in labels], heights, 0.0, 1.0)
+    for (y, text, color), at in zip(labels, placed, strict=True):
+        ax.annotate(
+            text,
+            xy=(1.0, frac(y)),
+            xycoords="axes fraction",
+            xytext=(1.015, at),
+            textcoords="axes fraction",
+            fontsize=8,
+            color=color,
+            va="center",
+            arrowprops={"arrowstyle": "-", "color": color, "lw": 0.6, "alpha": 0.6},
+        )
+
+
+def write_plots(
+    folder: Path,
+    results: Sequence[SuiteResult],
+    contract: Contract | None,
+    notes: Sequence[str] = (),
+) -> dict[str, str]:
+    """One PNG per contract output under `folder/plots`; returns output -> path relative to folder.
+
+    Plots a previous run left for outputs this run did not draw are removed, so the folder never
+    shows a stale picture next to a new summary.
+    """
+    if contract is None:
+        return {}
+    target = folder / PLOTS_DIR
+    written: dict[str, str] = {}
+    for spec in contract.outputs:
+        name = file_name(spec.name)
+        while any(v == f"{PLOTS_DIR}/{name}" for v in written.values()):
+            name = name.replace(".png", "_.png")
+        data = plot_data(results, contract, spec.name)
+        data.notes += list(notes)
+        write_bytes(target / name, render(data))
+        written[spec.name] = f"{PLOTS_DIR}/{name}"
+    keep = {Path(p).name for p in written.values()}
+    for old in target.glob(f"{PREFIX}*.png"):
+        if old.name not in keep:
+            old.unlink(missing_ok=True)
+    return written
