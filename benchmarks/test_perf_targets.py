@@ -1,0 +1,100 @@
+"""Speed targets of the harness itself, measured with pytest-benchmark, ratios taken within one run.
+
+    pytest benchmarks/test_perf_targets.py --benchmark-autosave     # then --benchmark-compare
+
+Not part of the CI test suite (testpaths is tests/): a timing target on a shared 2-core runner is
+a flaky test, not a check. Each target compares two things measured in the same process, in the
+same run, interleaved, so the ratio holds when the machine is slower or busier.
+
+* The harness's own work a chunk (feeds, comparison) stays under 5% of the engine's time for a model
+  whose chunk takes 1 ms or more (the benchmark stream encoder, about 3 ms on a laptop-class CPU).
+* The PyTorch backend adds under 5% to calling the same TorchScript module directly.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pytest_trtparity.backends import open_backend
+from pytest_trtparity.backends.torch import contract_options
+from pytest_trtparity.contract import load_contract
+from pytest_trtparity.latency import run_latency
+from pytest_trtparity.reference import ReferenceReader
+
+pytest.importorskip("torch", reason="the benchmark model is built with PyTorch")
+pytest.importorskip("pytest_benchmark", reason="speed targets are measured with pytest-benchmark")
+
+OVERHEAD_TARGET = 0.05
+BACKEND_TARGET = 1.05
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    import stream_model
+
+    return stream_model.export(tmp_path_factory.mktemp("stream"), chunks=32)
+
+
+def test_harness_overhead_is_under_five_percent(benchmark: Any, encoder: dict[str, Path]) -> None:
+    contract = load_contract(encoder["contract"])
+    backend = open_backend(encoder["onnx"], threads=1).load()
+    result = run_latency(
+        backend,
+        contract,
+        ReferenceReader(encoder["reference"]),
+        bench=benchmark,
+        warmup=10,
+        iterations=100,
+        chunks=16,
+    )
+    overhead = result.extra["overhead"]
+    benchmark.extra_info.update(overhead=overhead, p50_ms=result.extra["p50_ms"])
+    if result.extra["p50_ms"] < 1.0:
+        pytest.skip(
+            f"the engine takes {result.extra['p50_ms']:.2f} ms a chunk; the target applies from 1 ms"
+        )
+    assert overhead["share"] < OVERHEAD_TARGET, (
+        f"harness overhead {overhead['per_chunk_ms']:.3f} ms a chunk (feeds {overhead['feeds_ms']:.3f}, "
+        f"compare {overhead['compare_ms']:.3f}) is {overhead['share']:.1%} of the engine's p50 "
+        f"{result.extra['p50_ms']:.3f} ms, over the {OVERHEAD_TARGET:.0%} target"
+    )
+
+
+def test_torch_backend_adds_under_five_percent(benchmark: Any, encoder: dict[str, Path]) -> None:
+    import torch
+
+    contract = load_contract(encoder["contract"])
+    backend = open_backend(encoder["torchscript"], threads=1, **contract_options(contract)).load()
+    module = torch.jit.load(str(encoder["torchscript"]))
+    record = next(iter(ReferenceReader(encoder["reference"])))
+    feeds = {k: np.array(v) for k, v in record.inputs.items()}
+    tensors = [torch.from_numpy(feeds["features"]), torch.from_numpy(feeds["cache"])]
+    direct: list[float] = []
+    wrapped: list[float] = []
+
+    def both() -> None:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = module(*tensors)
+        _ = [t.numpy() for t in out]
+        direct.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        backend.run(feeds)
+        wrapped.append(time.perf_counter() - start)
+
+    benchmark.pedantic(both, rounds=100, warmup_rounds=10)
+    ratio = float(np.median(wrapped) / np.median(direct))
+    benchmark.extra_info.update(
+        direct_ms=float(np.median(direct)) * 1e3,
+        backend_ms=float(np.median(wrapped)) * 1e3,
+        ratio=ratio,
+    )
+    assert ratio < BACKEND_TARGET, (
+        f"TorchBackend.run {np.median(wrapped) * 1e3:.3f} ms vs the module called directly "
+        f"{np.median(direct) * 1e3:.3f} ms: {ratio:.3f}x, over the {BACKEND_TARGET}x target"
+    )

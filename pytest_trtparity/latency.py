@@ -1,0 +1,552 @@
+"""The latency suite: per-chunk engine latency over real reference chunks, judged against the contract.
+
+Timing is done by pytest-benchmark's `benchmark.pedantic` (its storage, `--benchmark-compare` and
+histograms apply), one round per chunk, chunks taken in stream order with the state carried by the
+engine itself as in deployment. Percentiles come from pytest-benchmark's raw per-round data. GPU
+backends add the CUDA-event split of each step (host-to-device, compute, device-to-host); with
+`graphs=True` the suite times compute alone on device-resident inputs, replayed as a CUDA graph.
+
+The harness's own per-chunk work around the engine call (building and checking feeds, comparing
+outputs with the reference) is timed separately and reported as a share of the engine's time:
+feeds between the timed steps, comparisons after them on the kept outputs (so that the comparison's
+threads cannot slow the next step down). Decoding records is done once before timing and reported apart.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from .backends.base import Backend, StepTiming
+from .bindings import record_feeds
+from .compare import compare
+from .contract import Contract, Tier
+from .errors import BackendError, TrtParityError
+from .gate import Finding, Level, fmt_pair, judge
+from .reference.reader import Record
+from .results import SuiteResult
+from .settings import GateSettings
+from .timing import DeviceStep, LatencyStats, fmt_ms, latency_stats, split_stats
+
+SUITE = "latency"
+DEFAULT_WARMUP = 20
+DEFAULT_ITERATIONS = 300
+DEFAULT_CHUNKS = 64
+CRITERIA = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms")
+MISSING_BENCHMARK = (
+    "pytest-benchmark is not installed, so latency was not measured: "
+    "pip install 'pytest-trtparity[bench]' (or deselect the latency suite with -m 'not trtparity')"
+)
+
+
+class Pedantic(Protocol):
+    """The part of pytest-benchmark's `benchmark` fixture the suite uses."""
+
+    def pedantic(
+        self,
+        target: Callable[..., Any],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        setup: Callable[[], Any] | None = None,
+        teardown: Callable[..., Any] | None = None,
+        rounds: int = 1,
+        warmup_rounds: int = 0,
+        iterations: int = 1,
+    ) -> Any: ...
+
+
+class LoopTimer:
+    """`pedantic` with pytest-benchmark's semantics, for runs where pytest-benchmark is disabled
+    (it turns itself off under xdist and with --benchmark-disable). Nothing is stored."""
+
+    def __init__(self) -> None:
+        self.data: list[float] = []
+
+    def pedantic(
+        self,
+        target: Callable[..., Any],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        setup: Callable[[], Any] | None = None,
+        teardown: Callable[..., Any] | None = None,
+        rounds: int = 1,
+        warmup_rounds: int = 0,
+        iterations: int = 1,
+    ) -> Any:
+        result = None
+        for i in range(warmup_rounds + rounds):
+            a, kw = setup() if setup is not None else (args, kwargs or {})
+            start = time.perf_counter()
+            for _ in range(iterations):
+                result = target(*a, **kw)
+            elapsed = time.perf_counter() - start
+            if i >= warmup_rounds:
+                self.data.append(elapsed / iterations)
+            if teardown is not None:
+                teardown(*a, **kw)
+        return result
+
+
+def round_seconds(bench: Any) -> list[float]:
+    """Per-round durations in seconds, from pytest-benchmark's stats or a `LoopTimer`."""
+    if isinstance(bench, LoopTimer):
+        return list(bench.data)
+    meta = getattr(bench, "stats", None)
+    stats = getattr(meta, "stats", None)
+    data = getattr(stats, "data", None)
+    return [float(v) for v in data] if data else []
+
+
+def timer_name(bench: Any) -> str:
+    if isinstance(bench, LoopTimer):
+        return "trtparity loop"
+    try:
+        return f"pytest-benchmark {importlib.metadata.version('pytest-benchmark')}"
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a vendored copy
+        return "pytest-benchmark"
+
+
+@dataclass(frozen=True)
+class PreparedChunk:
+    """A decoded reference record, ready to feed (decoding stays outside the timed loop)."""
+
+    where: str
+    label: str
+    stream: str
+    inputs: Mapping[str, np.ndarray]
+    outputs: Mapping[str, np.ndarray]
+
+
+def prepare_chunks(
+    records: Iterable[Record], limit: int
+) -> tuple[list[PreparedChunk], list[float]]:
+    """The first `limit` records and how long decoding each took (ms)."""
+    chunks: list[PreparedChunk] = []
+    decode_ms: list[float] = []
+    it = iter(records)
+    while len(chunks) < limit:
+        start = time.perf_counter()
+        try:
+            record = next(it)
+        except StopIteration:
+            break
+        decode_ms.append((time.perf_counter() - start) * 1e3)
+        chunks.append(
+            PreparedChunk(
+                record.where,
+                f"{record.stream}#{record.chunk_index}",
+                record.stream,
+                record.inputs,
+                record.outputs,
+            )
+        )
+    return chunks, decode_ms
+
+
+def carry_map(contract: Contract, backend: Backend) -> dict[str, str]:
+    """input -> output for the contract's state pairs the engine has on both sides."""
+    ins = {i.name for i in backend.inputs}
+    outs = {o.name for o in backend.outputs}
+    return {p.input: p.output for p in contract.state if p.input in ins and p.output in outs}
+
+
+@dataclass
+class ChunkDriver:
+    """Feeds chunks in stream order, cycling, with the engine's own state carried between chunks,
+    and times the harness's work around each engine call."""
+
+    backend: Backend
+    contract: Contract
+    chunks: Sequence[PreparedChunk]
+    carry: Mapping[str, str]
+    compare_outputs: bool = True
+    keep: int = 64
+    timings: list[StepTiming] = field(default_factory=list)
+    feeds_ms: list[float] = field(default_factory=list)
+    compare_ms: list[float] = field(default_factory=list)
+    _next: int = 0
+    _current: PreparedChunk | None = None
+    _last: dict[str, np.ndarray] = field(default_factory=dict)
+    _kept: list[tuple[PreparedChunk, dict[str, np.ndarray]]] = field(default_factory=list)
+
+    def setup(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """pytest-benchmark `setup`: the next chunk's feeds (untimed by the benchmark, timed here)."""
+        chunk = self.chunks[self._next % len(self.chunks)]
+        previous = self._current
+        fresh = (
+            previous is None
+            or self._next % len(self.chunks) == 0
+            or previous.stream != chunk.stream
+        )
+        self._next += 1
+        self._current = chunk
+        start = time.perf_counter()
+        feeds = record_feeds(self.contract, chunk.inputs, self.backend.inputs, chunk.where)
+        carry: dict[str, str] = {}
+        if self.carry and not fresh:
+            carry = dict(self.carry)
+            for name in carry:
+                feeds.pop(name, None)
+        self.feeds_ms.append((time.perf_counter() - start) * 1e3)
+        if fresh:
+            self.backend.reset_state()
+        return (feeds, carry), {}
+
+    def step(self, feeds: Mapping[str, np.ndarray], carry: Mapping[str, str]) -> None:
+        """pytest-benchmark `target`: one engine step."""
+        out, timing = self.backend.run_timed(feeds, carry=carry)
+        self._last = out
+        self.timings.append(timing)
+
+    def teardown(self, feeds: Mapping[str, np.ndarray], carry: Mapping[str, str]) -> None:
+        """pytest-benchmark `teardown`: keep the outputs for `time_comparisons` (up to `keep`).
+
+        Comparing here, between timed steps, would let the comparison's numpy and BLAS threads
+        (which spin for a while after each call) steal the CPU from the next engine step."""
+        if self.compare_outputs and self._current is not None and len(self._kept) < self.keep:
+            self._kept.append((self._current, self._last))
+
+    def time_comparisons(self) -> None:
+        """Compare the kept outputs with the reference as a gate run does, timing each chunk."""
+        for chunk, got in self._kept:
+            start = time.perf_counter()
+            for spec in self.contract.outputs:
+                if spec.name in got and spec.name in chunk.outputs:
+                    compare(
+                        spec.name,
+                        chunk.outputs[spec.name],
+                        got[spec.name],
+                        expected_dtype=spec.dtype,
+                        tolerance=self.contract.tolerance(spec.name),
+                        allow_empty=spec.allow_empty,
+                    )
+            self.compare_ms.append((time.perf_counter() - start) * 1e3)
+        self._kept = []
+
+
+def _median(values: Sequence[float]) -> float:
+    return float(np.median(values)) if values else math.nan
+
+
+def overhead_report(
+    driver: ChunkDriver, engine_ms: float, decode_ms: Sequence[float]
+) -> dict[str, float]:
+    feeds = _median(driver.feeds_ms)
+    cmp = _median(driver.compare_ms) if driver.compare_ms else 0.0
+    per_chunk = feeds + cmp
+    return {
+        "feeds_ms": feeds,
+        "compare_ms": cmp,
+        "per_chunk_ms": per_chunk,
+        "share": per_chunk / engine_ms if engine_ms > 0 else math.nan,
+        "decode_ms": _median(decode_ms),
+    }
+
+
+def latency_finding(
+    criterion: str,
+    tier: Tier,
+    value: float,
+    *,
+    suite: str,
+    what: str,
+    samples: int,
+    unit: str = "ms",
+) -> Finding | None:
+    """One sentence per crossed tier: what, the criterion, the value, the limit, over how many chunks."""
+    level, limit = judge(tier, value)
+    if level is Level.PASS or limit is None:
+        return None
+    tier_word = "fail" if level is Level.FAIL else "warn"
+    if math.isnan(value):
+        message = f"{what}: {criterion} could not be measured over {samples} timed chunks (limit {limit:g} {unit})"
+    else:
+        v, lim = fmt_pair(value, limit)
+        side = "above" if tier.higher_is_worse else "below"
+        message = f"{what}: {criterion} {v} {unit} over {samples} timed chunks is {side} the {tier_word} tier {lim} {unit}"
+    return Finding(level, suite, "engine", criterion, message, value=value, limit=limit)
+
+
+def overhead_finding(tier: Tier, overhead: Mapping[str, float], *, samples: int) -> Finding | None:
+    """The harness's own per-chunk work as a share of the engine's p50, against `overhead_share`."""
+    share = float(overhead["share"])
+    level, limit = judge(tier, share)
+    if level is Level.PASS or limit is None:
+        return None
+    word = "fail" if level is Level.FAIL else "warn"
+    v, lim = fmt_pair(share * 100, limit * 100)
+    message = (
+        f"harness overhead: {fmt_ms(overhead['per_chunk_ms'])} ms a chunk (feeds "
+        f"{fmt_ms(overhead['feeds_ms'])}, compare {fmt_ms(overhead['compare_ms'])}) is {v}% of the "
+        f"engine's p50 over {samples} timed chunks, above the {word} tier {lim}%"
+    )
+    return Finding(level, SUITE, "engine", "overhead share", message, value=share, limit=limit)
+
+
+def judge_latency(
+    stats: LatencyStats,
+    latency: Mapping[str, Any],
+    *,
+    suite: str = SUITE,
+    what: str = "engine latency",
+) -> list[Finding]:
+    findings = []
+    for key in CRITERIA:
+        raw = latency.get(key)
+        if not isinstance(raw, Mapping):
+            continue
+        tier = Tier.from_json(raw)
+        assert tier is not None
+        f = latency_finding(
+            key.removesuffix("_ms"), tier, stats.value(key), suite=suite, what=what, samples=stats.n
+        )
+        if f:
+            findings.append(f)
+    return findings
+
+
+def run_latency(
+    backend: Backend,
+    contract: Contract,
+    records: Iterable[Record],
+    *,
+    bench: Pedantic | None = None,
+    timing: str = "host",
+    graphs: bool = False,
+    warmup: int | None = None,
+    iterations: int | None = None,
+    chunks: int | None = None,
+    note: str = "",
+) -> SuiteResult:
+    """Time the engine over reference chunks and judge the contract's latency tiers.
+
+    `bench` is pytest-benchmark's `benchmark` fixture (a `LoopTimer` when None). `timing="device"`
+    times compute alone on device-resident inputs instead of the host-side step with its transfers,
+    replayed as a CUDA graph when `graphs` is True.
+    A failure part way keeps what was measured and is never a pass.
+    """
+    spec = contract.latency
+    warm = int(spec.get("warmup", DEFAULT_WARMUP) if warmup is None else warmup)
+    rounds = int(spec.get("iterations", DEFAULT_ITERATIONS) if iterations is None else iterations)
+    limit = int(spec.get("chunks", DEFAULT_CHUNKS) if chunks is None else chunks)
+    timer = bench if bench is not None else LoopTimer()
+    result = SuiteResult(suite=SUITE)
+    try:
+        prepared, decode_ms = prepare_chunks(records, max(1, limit))
+        if not prepared:
+            result.error = "the reference holds no chunk to time"
+            return result
+        carry = carry_map(contract, backend)
+        if timing == "device":
+            extra = _time_device(backend, contract, prepared, carry, timer, warm, rounds, graphs)
+        else:
+            extra = _time_host(backend, contract, prepared, carry, timer, warm, rounds, decode_ms)
+    except TrtParityError as exc:
+        result.error = str(exc)
+        return result
+    samples = extra.pop("_samples")
+    stats = latency_stats(samples)
+    info = backend.info()
+    result.chunks_run = stats.n
+    result.streams = sorted({c.stream for c in prepared})
+    result.extra = {
+        **stats.to_json(),
+        **extra,
+        "warmup": warm,
+        "iterations": rounds,
+        "chunks": len(prepared),
+        "carry": dict(carry),
+        "timer": timer_name(timer),
+        "backend": info.backend,
+        "device": info.device,
+        "step_ms": [float(v) for v in samples],
+    }
+    if note:
+        result.extra["note"] = note
+    result.findings = judge_latency(stats, spec)
+    overhead = result.extra.get("overhead")
+    raw = spec.get("overhead_share")
+    if isinstance(raw, Mapping) and isinstance(overhead, Mapping):
+        f = overhead_finding(Tier.from_json(raw) or Tier(), overhead, samples=stats.n)
+        if f:
+            result.findings.append(f)
+    result.extra["table"] = table_lines(result.extra)
+    result.complete = stats.n > 0
+    if not result.complete:
+        result.error = "no chunk was timed (is pytest-benchmark disabled?)"
+    return result
+
+
+def _time_host(
+    backend: Backend,
+    contract: Contract,
+    prepared: Sequence[PreparedChunk],
+    carry: Mapping[str, str],
+    timer: Pedantic,
+    warm: int,
+    rounds: int,
+    decode_ms: Sequence[float],
+) -> dict[str, Any]:
+    driver = ChunkDriver(backend, contract, prepared, carry)
+    timer.pedantic(
+        driver.step, setup=driver.setup, teardown=driver.teardown, rounds=rounds, warmup_rounds=warm
+    )
+    driver.time_comparisons()
+    samples = [s * 1e3 for s in round_seconds(timer)]
+    timed = driver.timings[-len(samples) :] if samples else []
+    split = split_stats(timed)
+    engine_ms = _median(samples)
+    return {
+        "_samples": samples,
+        "timing": "host",
+        "graphs": False,
+        "split": split.to_json() if split else None,
+        "engine_step_p50_ms": _median([t.total_ms for t in timed]),
+        "overhead": overhead_report(driver, engine_ms, decode_ms),
+    }
+
+
+def _time_device(
+    backend: Backend,
+    contract: Contract,
+    prepared: Sequence[PreparedChunk],
+    carry: Mapping[str, str],
+    timer: Pedantic,
+    warm: int,
+    rounds: int,
+    graphs: bool,
+) -> dict[str, Any]:
+    make = getattr(backend, "device_step", None)
+    if make is None:
+        raise BackendError(
+            f"{backend.path.name}: the {backend.kind} backend cannot time compute on the device; "
+            "use --trt-latency-timing host or run the engine on a GPU backend"
+        )
+    first = prepared[0]
+    feeds = record_feeds(contract, first.inputs, backend.inputs, first.where)
+    step: DeviceStep = make(feeds, carry=carry, graphs=graphs)
+    device_ms: list[float] = []
+
+    def target() -> None:
+        device_ms.append(step())
+
+    try:
+        timer.pedantic(target, rounds=rounds, warmup_rounds=warm)
+    finally:
+        step.close()
+    samples = [s * 1e3 for s in round_seconds(timer)]
+    device = device_ms[-len(samples) :] if samples else []
+    dev = latency_stats(device)
+    host_sum = float(np.sum(samples)) if samples else math.nan
+    return {
+        "_samples": samples,
+        "timing": "device, no transfers" + (", CUDA graph" if step.graphs else ", eager"),
+        "graphs": step.graphs,
+        "graph_note": step.note,
+        "device_compute": dev.to_json(),
+        "split": {
+            "steps": len(device),
+            "h2d_ms": 0.0,
+            "compute_ms": dev.p50_ms,
+            "d2h_ms": 0.0,
+            "device_sum_ms": dev.p50_ms,
+            "host_ms": _median(samples),
+            "device_over_host": float(np.sum(device)) / host_sum
+            if device and host_sum > 0
+            else math.nan,
+        },
+        "overhead": None,
+    }
+
+
+def table_lines(extra: Mapping[str, Any]) -> list[str]:
+    """The lines the terminal summary prints for this suite."""
+    lines = [
+        f"latency ({extra.get('timing')}, {extra.get('n')} chunks after {extra.get('warmup')} warm-up, "
+        f"{extra.get('timer')}, {extra.get('backend')} on {extra.get('device')}):",
+        "  p50 {} ms  p90 {} ms  p95 {} ms  p99 {} ms  mean {} ± {} ms".format(
+            *(
+                fmt_ms(extra.get(k))
+                for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms")
+            )
+        ),
+    ]
+    split = extra.get("split")
+    if isinstance(split, Mapping):
+        lines.append(
+            f"  CUDA events (median): h2d {fmt_ms(split['h2d_ms'])} + compute {fmt_ms(split['compute_ms'])} "
+            f"+ d2h {fmt_ms(split['d2h_ms'])} = {fmt_ms(split['device_sum_ms'])} ms; host {fmt_ms(split['host_ms'])} ms; "
+            f"events/host {split['device_over_host']:.2f}"
+        )
+    overhead = extra.get("overhead")
+    if isinstance(overhead, Mapping):
+        lines.append(
+            f"  harness overhead per chunk {fmt_ms(overhead['per_chunk_ms'])} ms (feeds {fmt_ms(overhead['feeds_ms'])}, "
+            f"compare {fmt_ms(overhead['compare_ms'])}) = {overhead['share']:.1%} of p50; "
+            f"record decode {fmt_ms(overhead['decode_ms'])} ms, outside the timed loop"
+        )
+    if extra.get("graph_note"):
+        lines.append(f"  {extra['graph_note']}")
+    if extra.get("note"):
+        lines.append(f"  note: {extra['note']}")
+    return lines
+
+
+def benchmark_for(request: Any) -> tuple[Any | None, str]:
+    """pytest-benchmark's fixture for this test, or None and why not.
+
+    Not installed, or blocked with `-p no:benchmark`: (None, reason) and the suite fails with it.
+    Installed but disabled (xdist, --benchmark-disable): a `LoopTimer` and a note saying so.
+    """
+    config = request.config
+    if not config.pluginmanager.hasplugin(
+        "pytest_benchmark.plugin"
+    ) and not config.pluginmanager.hasplugin("benchmark"):
+        return None, MISSING_BENCHMARK
+    bench = request.getfixturevalue("benchmark")
+    if getattr(bench, "disabled", False):
+        return (
+            LoopTimer(),
+            "pytest-benchmark is disabled in this run (xdist or --benchmark-disable): timed by a plain loop, nothing stored",
+        )
+    return bench, ""
+
+
+def latency_suite(
+    request: Any,
+    backend: Backend,
+    contract: Contract,
+    records: Iterable[Record],
+    *,
+    settings: GateSettings | None = None,
+) -> SuiteResult:
+    """What suites/test_latency.py runs: fetch the benchmark fixture, time, judge."""
+    bench, why = benchmark_for(request)
+    if bench is None:
+        return SuiteResult(suite=SUITE, error=why)
+    if not isinstance(bench, LoopTimer):
+        bench.group = f"trtparity latency: {contract.model}"
+    timing = settings.latency_timing if settings is not None else "host"
+    graphs = settings.cuda_graphs if settings is not None else False
+    result = run_latency(
+        backend, contract, records, bench=bench, timing=timing, graphs=graphs, note=why
+    )
+    extra_info = getattr(bench, "extra_info", None)
+    if isinstance(extra_info, dict):
+        extra_info.update(
+            {
+                k: result.extra[k]
+                for k in (*CRITERIA, "std_ms", "timing", "device", "backend")
+                if k in result.extra
+            }
+        )
+        extra_info.update(
+            {k: result.extra[k] for k in ("split", "overhead") if result.extra.get(k)}
+        )
+    return result

@@ -1,0 +1,148 @@
+"""Latency statistics and the device-step protocol shared by the latency, baseline and throughput suites.
+
+Percentiles come from the raw per-step samples, never from a mean and a spread: step latency is
+skewed (a few slow steps from the allocator, the OS or a clock change), and the tail is what a
+real-time deadline meets.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .backends.base import StepTiming
+
+PERCENTILES = (50, 90, 95, 99)
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Summary of per-step latencies, in milliseconds."""
+
+    n: int
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def value(self, criterion: str) -> float:
+        """The number a contract key such as `p95_ms` names."""
+        return float(getattr(self, criterion))
+
+
+def latency_stats(samples_ms: Sequence[float]) -> LatencyStats:
+    """Percentiles (linear interpolation), mean, sample standard deviation, extremes.
+
+    No samples gives NaN everywhere, which every tier judges as a failure.
+    """
+    if not samples_ms:
+        nan = math.nan
+        return LatencyStats(0, nan, nan, nan, nan, nan, nan, nan, nan)
+    arr = np.asarray(samples_ms, dtype=np.float64)
+    p50, p90, p95, p99 = (float(v) for v in np.percentile(arr, PERCENTILES))
+    return LatencyStats(
+        n=int(arr.size),
+        p50_ms=p50,
+        p90_ms=p90,
+        p95_ms=p95,
+        p99_ms=p99,
+        mean_ms=float(arr.mean()),
+        std_ms=float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
+        min_ms=float(arr.min()),
+        max_ms=float(arr.max()),
+    )
+
+
+@dataclass(frozen=True)
+class SplitStats:
+    """The CUDA-event split of the timed steps against the host's own measure of them.
+
+    `device_over_host` is the sum of every step's h2d + compute + d2h over the sum of every step's
+    host wall time: close to 1 when the events cover the step, lower by the host's launch and
+    Python overhead. A value above 1 means the clocks disagree and the split cannot be trusted.
+    """
+
+    steps: int
+    h2d_ms: float
+    compute_ms: float
+    d2h_ms: float
+    device_sum_ms: float
+    host_ms: float
+    device_over_host: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def split_stats(timings: Sequence[StepTiming]) -> SplitStats | None:
+    """Medians of the device split over the steps that have one; None when no step has one."""
+    split = [
+        t
+        for t in timings
+        if t.h2d_ms is not None and t.compute_ms is not None and t.d2h_ms is not None
+    ]
+    if not split:
+        return None
+    h2d = np.asarray([t.h2d_ms for t in split], dtype=np.float64)
+    compute = np.asarray([t.compute_ms for t in split], dtype=np.float64)
+    d2h = np.asarray([t.d2h_ms for t in split], dtype=np.float64)
+    host = np.asarray([t.total_ms for t in split], dtype=np.float64)
+    sums = h2d + compute + d2h
+    total_host = float(host.sum())
+    return SplitStats(
+        steps=len(split),
+        h2d_ms=float(np.median(h2d)),
+        compute_ms=float(np.median(compute)),
+        d2h_ms=float(np.median(d2h)),
+        device_sum_ms=float(np.median(sums)),
+        host_ms=float(np.median(host)),
+        device_over_host=float(sums.sum()) / total_host if total_host > 0 else math.nan,
+    )
+
+
+@runtime_checkable
+class DeviceStep(Protocol):
+    """One engine step on inputs already resident on the device, for timing compute alone.
+
+    Calling it runs the step (a CUDA graph replay when `graphs` is True), waits for the device and
+    returns the CUDA-event time of the step in milliseconds. Carried state is fed back on the device.
+    """
+
+    graphs: bool
+    note: str
+
+    def __call__(self) -> float: ...
+
+    def close(self) -> None: ...
+
+
+def fmt_ms(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    if value >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def fmt_bytes(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(value) >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{int(value)} B"

@@ -1,0 +1,12 @@
+"""Gate: the engine against a baseline engine (--trt-baseline) on the same chunks: latency, error, memory."""
+
+import pytest
+
+from pytest_trtparity.baseline import run_baseline
+
+
+@pytest.mark.trtparity("baseline")
+def test_baseline(trt_engine, trt_baseline, trt_contract, trt_reference, trt_gate):
+    if trt_baseline is None:
+        pytest.skip("no baseline engine: pass --trt-baseline PATH (a .pt/.jit/.pt2 or .onnx model)")
+    trt_gate.enforce(run_baseline(trt_engine, trt_baseline, trt_contract, trt_reference))

@@ -1,0 +1,10 @@
+"""Gate: engine file size, peak device memory and peak host RSS within the contract's limits."""
+
+import pytest
+
+from pytest_trtparity.memory import run_memory
+
+
+@pytest.mark.trtparity("memory")
+def test_memory(trt_engine, trt_contract, trt_reference, trt_gate):
+    trt_gate.enforce(run_memory(trt_engine, trt_contract, trt_reference))

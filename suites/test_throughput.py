@@ -1,0 +1,10 @@
+"""Gate: latency and throughput at every batch size the contract allows, batched outputs still correct."""
+
+import pytest
+
+from pytest_trtparity.throughput import run_throughput
+
+
+@pytest.mark.trtparity("throughput")
+def test_throughput(trt_engine, trt_contract, trt_reference, trt_gate):
+    trt_gate.enforce(run_throughput(trt_engine, trt_contract, trt_reference))
