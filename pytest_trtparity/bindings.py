@@ -97,6 +97,10 @@ def record_outputs_problems(contract: Contract, record_outputs: Mapping[str, np.
     missing = [n for n in contract.output_names if n not in record_outputs]
     if missing:
         raise BindingError(f"{where}: outputs.{missing[0]}: missing from the reference record")
+    # a reference output of the wrong dtype or shape is the reference's fault, not the engine's
+    dims: dict[str, int] = {}
+    for spec in contract.outputs:
+        check_tensor(spec, record_outputs[spec.name], dims, where, "outputs")
 
 
 def contract_suite(contract: Contract, inputs: Sequence[IOInfo], outputs: Sequence[IOInfo]) -> SuiteResult:

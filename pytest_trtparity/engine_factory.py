@@ -68,6 +68,6 @@ def open_engine(settings: GateSettings) -> Backend:
         from .backends.torch import gate_options
 
         options.update(
-            gate_options(_contract(settings), entry=settings.torch_entry, device=settings.device)
+            gate_options(_contract(settings), entry=settings.torch_entry, device=settings.torch_device)
         )
     return open_backend(engine, name, **options).load()

@@ -33,4 +33,4 @@ def violation(inv: Invariant, value: np.ndarray) -> str | None:
         return None
     flat = int(np.flatnonzero(bad)[0])
     idx = tuple(int(i) for i in np.unravel_index(flat, arr.shape)) if arr.shape else ()
-    return f"got {arr.reshape(-1)[flat]!r} at index {idx} ({int(bad.sum())} of {arr.size} elements)"
+    return f"got {arr.reshape(-1)[flat].item()!r} at index {idx} ({int(bad.sum())} of {arr.size} elements)"

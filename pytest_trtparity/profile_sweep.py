@@ -56,6 +56,8 @@ class SweepFeeds:
 def onnx_source(settings: GateSettings) -> Path | None:
     """The ONNX file the engine under test came from: --trt-onnx, or the engine itself when it is
     an .onnx file built on demand by the TensorRT backend."""
+    if "onnx" in settings.deferred:
+        return settings.require("onnx")  # raises: the configured source could not be resolved
     if settings.onnx is not None:
         return settings.onnx
     engine = settings.engine

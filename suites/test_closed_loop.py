@@ -21,12 +21,15 @@ def _expected_chunks(trt_reference, limit):
 
 
 @pytest.mark.trtparity("closed_loop")
-def test_closed_loop_stability(trt_engine, trt_contract, trt_reference, trt_gate, pytestconfig):
+def test_closed_loop_stability(trt_engine, trt_contract, trt_reference, trt_gate, pytestconfig, trt_shard):
     limit = trt_contract.closed_loop.chunks
-    bar = progress.for_config(pytestconfig, "closed_loop", _expected_chunks(trt_reference, limit))
+    # under pytest-xdist (-n N) each shard runs whole streams, one loop each (docs/scale.md)
+    records = trt_shard.streams(trt_reference, limit=limit)
+    expected = _expected_chunks(trt_reference, limit) if trt_shard.whole else records.expected()
+    bar = progress.for_config(pytestconfig, "closed_loop", expected)
     try:
-        result = run_closed_loop(trt_engine, trt_contract, trt_reference, on_chunk=bar)
+        result = run_closed_loop(trt_engine, trt_contract, records, on_chunk=bar)
     finally:
         if bar is not None:
             bar.close()
-    trt_gate.enforce(result)
+    trt_gate.enforce_shard(result, records)

@@ -126,6 +126,21 @@ def test_uninstalled_package_engine_is_named(pytester: pytest.Pytester, gate_dir
     result.stderr.fnmatch_lines(["*'pkg:no_such_pkg_xyz/model.onnx': package 'no_such_pkg_xyz' is not installed*"])
 
 
+def test_unresolvable_ini_engine_fails_the_gate_but_not_other_tests(pytester: pytest.Pytester, gate_dir: Path) -> None:
+    pytester.makeini(f"""
+        [pytest]
+        trt_engine = pkg:no_such_pkg_xyz/model.onnx
+        trt_contract = {SILERO_CONTRACT}
+        trt_ref = {SILERO_REF}
+    """)
+    pytester.makepyfile(test_unrelated="def test_unrelated():\n    assert 1 + 1 == 2\n")
+    unrelated = pytester.runpytest_subprocess("test_unrelated.py", "-p", "no:cacheprovider")
+    unrelated.assert_outcomes(passed=1)
+    gate = pytester.runpytest_subprocess("test_functional.py", "-p", "no:cacheprovider")
+    assert gate.ret == pytest.ExitCode.TESTS_FAILED
+    gate.stdout.fnmatch_lines(["*ini key trt_engine: 'pkg:no_such_pkg_xyz/model.onnx': package 'no_such_pkg_xyz' is not installed*"])
+
+
 def _tight_contract(tmp: Path, **tiers: dict[str, float]) -> Path:
     raw = json.loads(SILERO_CONTRACT.read_text())
     for name, tier in tiers.items():

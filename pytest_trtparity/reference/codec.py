@@ -10,7 +10,8 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,27 +23,109 @@ from ..errors import ReferenceFormatError
 _PAYLOAD_KEYS = ("b64", "values", "npy")
 _TENSOR_KEYS = frozenset({"dtype", "shape", *_PAYLOAD_KEYS})
 
-try:  # a SIMD decoder when installed; the standard library otherwise
-    import pybase64 as _fast_b64
-except ImportError:  # pragma: no cover - depends on the environment
-    _fast_b64 = None
+_UNSET: Any = object()
+#: pybase64 (a SIMD decoder, the "fast" extra) once first needed; None when absent (the standard
+#: library then decodes, some 30 times slower). Tests set None to exercise the fallback.
+_fast_b64: Any = _UNSET
+
+
+def _simd() -> Any:
+    global _fast_b64
+    if _fast_b64 is _UNSET:
+        try:
+            import pybase64
+        except ImportError:  # pragma: no cover - depends on the environment
+            _fast_b64 = None
+        else:
+            _fast_b64 = pybase64
+    return _fast_b64
 
 
 def b64decode(payload: str | bytes) -> bytes:
     """Strict standard base64 (padding and alphabet checked)."""
-    if _fast_b64 is not None:
-        return bytes(_fast_b64.b64decode(payload, validate=True))
+    fast = _simd()
+    if fast is not None:
+        return bytes(fast.b64decode(payload, validate=True))
     if isinstance(payload, str):
         payload = payload.encode("ascii")
-    try:
-        return binascii.a2b_base64(payload, strict_mode=True)
-    except TypeError:  # Python 3.10 has no strict_mode
-        return base64.b64decode(payload, validate=True)
+    return _stdlib_b64decode(payload)
+
+
+def _stdlib_b64decode(data: bytes | memoryview) -> bytes:
+    if sys.version_info >= (3, 11):
+        return binascii.a2b_base64(data, strict_mode=True)
+    return base64.b64decode(data, validate=True)  # Python 3.10 has no strict_mode
+
+
+def _b64decode_block(block: memoryview) -> bytes:
+    fast = _simd()
+    if fast is not None:
+        return bytes(fast.b64decode(block, validate=True))
+    return _stdlib_b64decode(block)
+
+
+#: Base64 characters decoded per block by `Base64Span` (a multiple of 4): small enough that a block
+#: and its output stay in cache, large enough that the per-call cost vanishes.
+SPAN_BLOCK = 1 << 20
+_PAD = ord("=")
+
+
+class FastPathMiss(Exception):
+    """The fast path met something only the strict path may judge; the line is re-read strictly."""
+
+
+class Base64Span:
+    """A `b64` payload still inside the buffer of its line (the reader's fast path).
+
+    Decoded block by block straight into the tensor's array, so the payload is never copied into a
+    Python string; `release(start, stop)` is told about each decoded stretch, which lets a memory-mapped
+    reader hand those pages back at once. Anything unusual raises `FastPathMiss` instead of an
+    error: the reader then re-reads the whole line strictly, so errors always come from one place.
+    """
+
+    __slots__ = ("buf", "end", "release", "start")
+
+    def __init__(
+        self, buf: memoryview, start: int, end: int, release: Callable[[int, int], None] | None = None
+    ) -> None:
+        self.buf = buf
+        self.start = start
+        self.end = end
+        self.release = release
+
+    def decode(self) -> np.ndarray:
+        """The payload's bytes as a read-only uint8 array (read-only like `np.frombuffer(bytes)`)."""
+        buf, start, end = self.buf, self.start, self.end
+        size = end - start
+        if size % 4:
+            raise FastPathMiss("base64 length is not a multiple of 4")
+        pad = 0 if size == 0 else (buf[end - 1] == _PAD) + (size > 1 and buf[end - 2] == _PAD)
+        out = np.empty(size // 4 * 3 - pad, dtype=np.uint8)
+        filled = 0
+        pos = start
+        while pos < end:
+            stop = min(pos + SPAN_BLOCK, end)
+            try:
+                block = _b64decode_block(buf[pos:stop])
+            except (binascii.Error, ValueError) as exc:
+                raise FastPathMiss(str(exc)) from None
+            if filled + len(block) > out.size:
+                raise FastPathMiss("payload decodes to more bytes than its length allows")
+            out[filled : filled + len(block)] = np.frombuffer(block, dtype=np.uint8)
+            filled += len(block)
+            if self.release is not None:
+                self.release(pos, stop)
+            pos = stop
+        if filled != out.size:  # also catches padding inside the payload (at a block's end)
+            raise FastPathMiss("payload decodes to fewer bytes than its length implies")
+        out.flags.writeable = False
+        return out
 
 
 def b64encode(data: bytes | memoryview) -> str:
-    if _fast_b64 is not None:
-        return str(_fast_b64.b64encode_as_string(data))
+    fast = _simd()
+    if fast is not None:
+        return str(fast.b64encode_as_string(data))
     return base64.b64encode(data).decode("ascii")
 
 
@@ -60,7 +143,11 @@ def _shape(raw: Any, where: str, field: str) -> tuple[int, ...]:
 
 
 def decode_tensor(raw: Any, *, where: str, field: str, base_dir: Path | None = None) -> np.ndarray:
-    """Decode a TENSOR object; `where` is "file:line" and `field` the tensor's path in the record."""
+    """Decode a TENSOR object; `where` is "file:line" and `field` the tensor's path in the record.
+
+    A `b64` value is a JSON string, or a `Base64Span` when the reader's fast path left the payload
+    in the line's buffer; both go through the same checks after decoding.
+    """
     if not isinstance(raw, dict):
         raise _fail(where, field, f"must be a tensor object, got {type(raw).__name__}")
     unknown = set(raw) - _TENSOR_KEYS
@@ -93,12 +180,16 @@ def decode_tensor(raw: Any, *, where: str, field: str, base_dir: Path | None = N
 
 
 def _from_b64(payload: Any, name: str, shape: tuple[int, ...], where: str, field: str) -> np.ndarray:
-    if not isinstance(payload, str):
+    data: bytes | np.ndarray
+    if isinstance(payload, Base64Span):
+        data = payload.decode()
+    elif not isinstance(payload, str):
         raise _fail(where, field, f"must be a base64 string, got {type(payload).__name__}")
-    try:
-        data = b64decode(payload)
-    except (binascii.Error, ValueError) as exc:
-        raise _fail(where, field, f"invalid base64 ({exc})") from None
+    else:
+        try:
+            data = b64decode(payload)
+        except (binascii.Error, ValueError) as exc:
+            raise _fail(where, field, f"invalid base64 ({exc})") from None
     wire = dtypes.wire_dtype(name)
     expected = math.prod(shape) * wire.itemsize
     if len(data) != expected:
@@ -144,7 +235,7 @@ def _from_values(values: Any, name: str, shape: tuple[int, ...], where: str, fie
         elif is_int and not isinstance(v, int):
             raise _fail(where, field, f"element {i} is {v!r}; a {name} tensor takes integers only")
     if is_int:
-        info = np.iinfo(dtypes.wire_dtype(name))
+        info = np.iinfo(dtypes.wire_dtype(name).str)
         for i, v in enumerate(flat):
             if not info.min <= v <= info.max:
                 raise _fail(where, field, f"element {i} = {v} does not fit in {name}")

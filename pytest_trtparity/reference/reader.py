@@ -3,13 +3,17 @@
 A gate that reads 20 GB of reference must not hold it, and a gate must never pass because a reader
 skipped a bad line: a truncated last line, invalid UTF-8, a blank line, a duplicate key, a chunk index
 out of order, a short `.gz` — each stops the run with file, line and field named.
+
+Lines with `b64` payloads take the fast path (`fastpath.py`: the JSON skeleton parsed strictly, the
+payloads decoded in place from the memory-mapped file); any line it is unsure of is read by the strict
+path below, which is the only place errors come from. `index()` and `records(keys)` read chosen
+records without scanning the file (`index.py`).
 """
 
 from __future__ import annotations
 
-import gzip
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -18,7 +22,17 @@ import numpy as np
 
 from .. import strictjson
 from ..errors import ReferenceFormatError
-from .codec import decode_tensor
+from . import index as _index
+from .codec import FastPathMiss, decode_tensor
+from .fastpath import (
+    LineSource,
+    RawLine,
+    attach_payloads,
+    open_binary,
+    open_lines,
+    parse_skeleton,
+    read_lines,
+)
 
 FORMAT_TAG = "reference/1"
 DEFAULT_STREAM = "default"
@@ -52,35 +66,10 @@ class Record:
         return (self.stream, self.chunk_index)
 
 
-def open_binary(path: Path) -> IO[bytes]:
-    try:
-        raw = path.open("rb")
-    except FileNotFoundError:
-        raise ReferenceFormatError(f"{path}: reference file not found") from None
-    except OSError as exc:
-        raise ReferenceFormatError(f"{path}: cannot read reference: {exc.strerror or exc}") from None
-    if path.suffix == ".gz":
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    return raw
-
-
 def _lines(stream: IO[bytes], path: Path, limit: int) -> Iterator[tuple[int, bytes]]:
     """Yield (line number, bytes without the newline); errors for over-long lines and short gzip."""
-    lineno = 0
-    try:
-        while True:
-            line = stream.readline(limit + 1)
-            if not line:
-                return
-            lineno += 1
-            if len(line) > limit:
-                raise ReferenceFormatError(f"{path}:{lineno}: line too long (over {limit} bytes)")
-            yield lineno, line[:-1] if line.endswith(b"\n") else line
-    except (EOFError, gzip.BadGzipFile, OSError, zlib.error) as exc:
-        raise ReferenceFormatError(
-            f"{path}:{lineno + 1}: compressed stream is corrupt or truncated ({exc}); "
-            "the whole reference is rejected"
-        ) from None
+    for lineno, _offset, data, _newline in read_lines(stream, path, limit):
+        yield lineno, data
 
 
 def parse_line(data: bytes, where: str) -> Any:
@@ -96,8 +85,8 @@ def parse_line(data: bytes, where: str) -> Any:
         raise ReferenceFormatError(f"{where}: {exc} (truncated or not JSON?)") from None
 
 
-def parse_record(obj: Any, *, source: str, line: int, base_dir: Path | None) -> Record:
-    where = f"{source}:{line}"
+def record_key(obj: Any, where: str) -> tuple[str, int]:
+    """A record's (stream, chunk_index), checked; the first checks of `parse_record`."""
     if not isinstance(obj, dict):
         raise ReferenceFormatError(f"{where}: a record must be a JSON object, got {type(obj).__name__}")
     for key in _RECORD_KEYS_REQUIRED:
@@ -109,6 +98,12 @@ def parse_record(obj: Any, *, source: str, line: int, base_dir: Path | None) -> 
     stream = obj.get("stream", DEFAULT_STREAM)
     if not isinstance(stream, str) or not stream:
         raise ReferenceFormatError(f"{where}: stream: must be a non-empty string, got {stream!r}")
+    return stream, chunk
+
+
+def parse_record(obj: Any, *, source: str, line: int, base_dir: Path | None) -> Record:
+    where = f"{source}:{line}"
+    stream, chunk = record_key(obj, where)
     meta = obj.get("meta", {})
     if not isinstance(meta, dict):
         raise ReferenceFormatError(f"{where}: meta: must be an object, got {type(meta).__name__}")
@@ -154,33 +149,36 @@ class ChunkOrder:
 
 
 class ReferenceReader:
-    """Iterate the records of a `.jsonl` or `.jsonl.gz` reference, strictly and lazily."""
+    """Iterate the records of a `.jsonl` or `.jsonl.gz` reference, strictly and lazily.
 
-    def __init__(self, path: str | Path, *, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+    `fast=False` reads every line with the strict path alone (the fast path's yardstick in tests).
+    """
+
+    def __init__(self, path: str | Path, *, max_line_bytes: int = MAX_LINE_BYTES, fast: bool = True) -> None:
         self.path = Path(path)
         self.max_line_bytes = max_line_bytes
+        self.fast = fast
         self.header: Header | None = None
+        self._index: _index.ReferenceIndex | None = None
         if self.path.is_dir():
             raise ReferenceFormatError(f"{self.path}: is a directory, not a reference file")
 
+    def _open(self) -> LineSource:
+        return open_lines(self.path, self.max_line_bytes, mapped=self.fast)
+
     def __iter__(self) -> Iterator[Record]:
         source = str(self.path)
-        base_dir = self.path.parent
         order = ChunkOrder()
         count = 0
-        with open_binary(self.path) as stream:
-            for lineno, data in _lines(stream, self.path, self.max_line_bytes):
-                obj = parse_line(data, f"{source}:{lineno}")
-                if lineno == 1:
-                    self.header = parse_header(obj, f"{source}:1")
-                    if self.header is not None:
-                        continue
-                elif isinstance(obj, dict) and "trtparity" in obj:
-                    raise ReferenceFormatError(f"{source}:{lineno}: a header is only allowed on line 1")
-                record = parse_record(obj, source=source, line=lineno, base_dir=base_dir)
-                order.check(record)
+        with self._open() as lines:
+            for line in lines.lines():
+                item = self._read(lines, line)
+                if isinstance(item, Header):
+                    self.header = item
+                    continue
+                order.check(item)
                 count += 1
-                yield record
+                yield item
         if count == 0:
             raise ReferenceFormatError(f"{source}: the reference holds no records")
         if self.header is not None and self.header.records is not None and self.header.records != count:
@@ -188,6 +186,134 @@ class ReferenceReader:
                 f"{source}: header says {self.header.records} records but the file holds {count} "
                 "(cut short or appended to?)"
             )
+
+    def _read(self, lines: LineSource, line: RawLine) -> Record | Header:
+        """One line as a record (or the header): fast when it can be, strict otherwise."""
+        if self.fast and line.cuts:
+            try:
+                return self._read_fast(lines, line)
+            except (FastPathMiss, ReferenceFormatError):
+                lines.settle(line)
+        obj = self._strict(lines, line)
+        if isinstance(obj, Header):
+            return obj
+        return parse_record(obj, source=str(self.path), line=line.lineno, base_dir=self.path.parent)
+
+    def _strict(self, lines: LineSource, line: RawLine) -> Any:
+        """The line's JSON by the strict path, or its Header; the one place reading errors come from."""
+        where = f"{self.path}:{line.lineno}"
+        obj = parse_line(lines.data(line), where)
+        if line.lineno == 1:
+            header = parse_header(obj, where)
+            if header is not None:
+                return header
+        elif isinstance(obj, dict) and "trtparity" in obj:
+            raise ReferenceFormatError(f"{where}: a header is only allowed on line 1")
+        return obj
+
+    def _read_fast(self, lines: LineSource, line: RawLine) -> Record:
+        assert line.cuts is not None
+        obj = parse_skeleton(lines.buf, line.start, line.end, line.cuts)
+        if isinstance(obj, dict) and "trtparity" in obj:
+            raise FastPathMiss("a header line")  # the strict path accepts or rejects it
+        attach_payloads(obj, lines.view, line.cuts, lines.release)
+        return parse_record(obj, source=str(self.path), line=line.lineno, base_dir=self.path.parent)
+
+    def _key(self, lines: LineSource, line: RawLine) -> tuple[str, int] | Header:
+        """A line's key without decoding its tensors (what building the index needs)."""
+        where = f"{self.path}:{line.lineno}"
+        if self.fast and line.cuts:
+            try:
+                obj = parse_skeleton(lines.buf, line.start, line.end, line.cuts)
+                if not (isinstance(obj, dict) and "trtparity" in obj):
+                    return record_key(obj, where)
+            except (FastPathMiss, ReferenceFormatError):
+                pass
+            lines.settle(line)
+        obj = self._strict(lines, line)
+        return obj if isinstance(obj, Header) else record_key(obj, where)
+
+    # -- random access -----------------------------------------------------------------------
+    def index(self) -> _index.ReferenceIndex:
+        """The reference's index: loaded when a saved one matches the file, else built and saved."""
+        if self._index is None:
+            self._index = _index.load(self.path)
+            if self._index is None:
+                with _index.building(self.path):  # a worker that waited here finds it built
+                    self._index = _index.load(self.path)
+                    if self._index is None:
+                        self._index = self._build_index()
+                        _index.save(self._index)
+            if self._index.header is not None:
+                self.header = parse_header(self._index.header, f"{self.path}:1")
+        return self._index
+
+    def _build_index(self) -> _index.ReferenceIndex:
+        """One pass over the file, checking what the streaming reader checks except the tensors
+        (those are checked when a record is read): header, keys, chunk order, record count."""
+        stamp = _index.fingerprint(self.path)
+        order = ChunkOrder()
+        entries: list[_index.Entry] = []
+        header: Header | None = None
+        with self._open() as lines:
+            for line in lines.lines():
+                key = self._key(lines, line)
+                if isinstance(key, Header):
+                    header = key
+                    continue
+                stream, chunk = key
+                order.check(Record(stream, chunk, {}, {}, line=line.lineno, source=str(self.path)))
+                length = line.end - line.start
+                crc = zlib.crc32(lines.view[line.start : line.end])
+                entries.append(_index.Entry(stream, chunk, line.lineno, line.offset, length, crc))
+        if not entries:
+            raise ReferenceFormatError(f"{self.path}: the reference holds no records")
+        if header is not None and header.records is not None and header.records != len(entries):
+            raise ReferenceFormatError(
+                f"{self.path}: header says {header.records} records but the file holds {len(entries)} "
+                "(cut short or appended to?)"
+            )
+        return _index.ReferenceIndex(self.path, stamp, entries, header.metadata if header else None)
+
+    def records(self, keys: Iterable[tuple[str, int]]) -> Iterator[Record]:
+        """The records with these keys, in the order given, each read straight from its place."""
+        self.index()
+        with self._open() as lines:
+            for key in keys:
+                yield self._read_indexed(lines, self.index().entry(key), key)
+
+    def get(self, stream: str, chunk_index: int) -> Record:
+        """One record by key."""
+        return next(iter(self.records([(stream, chunk_index)])))
+
+    def _read_indexed(self, lines: LineSource, entry: _index.Entry, key: tuple[str, int]) -> Record:
+        for attempt in range(2):
+            record = self._try_indexed(lines, entry, key)
+            if record is not None:
+                return record
+            if attempt == 0:  # the file changed in a way the fingerprint missed: rebuild, retry
+                self._index = None
+                _index.index_path(self.path).unlink(missing_ok=True)
+                entry = self.index().entry(key)
+        raise ReferenceFormatError(
+            f"{self.path}:{entry.line}: the index and the file disagree even after rebuilding the index "
+            "(is the file being written?)"
+        )
+
+    def _try_indexed(self, lines: LineSource, entry: _index.Entry, key: tuple[str, int]) -> Record | None:
+        try:
+            line, crc = lines.line_at(entry.line, entry.offset, entry.length)
+        except FastPathMiss:
+            return None
+        if crc != entry.crc32:
+            return None
+        try:
+            item = self._read(lines, line)
+        finally:
+            lines.release(entry.offset, entry.offset + entry.length + 1)
+        if isinstance(item, Header) or item.key != key:
+            return None
+        return item
 
 
 def read_records(path: str | Path) -> Iterator[Record]:
@@ -201,4 +327,3 @@ def read_header(path: str | Path) -> Header | None:
         for lineno, data in _lines(stream, p, MAX_LINE_BYTES):
             return parse_header(parse_line(data, f"{p}:{lineno}"), f"{p}:1")
     return None
-
