@@ -19,7 +19,9 @@ from .gate import Finding, Level
 from .results import SuiteResult
 
 
-def engine_problems(contract: Contract, inputs: Sequence[IOInfo], outputs: Sequence[IOInfo]) -> Iterator[str]:
+def engine_problems(
+    contract: Contract, inputs: Sequence[IOInfo], outputs: Sequence[IOInfo]
+) -> Iterator[str]:
     """Every way the engine's declared I/O disagrees with the contract, one sentence each."""
     yield from _side(contract.inputs, inputs, "input")
     yield from _side(contract.outputs, outputs, "output")
@@ -46,23 +48,33 @@ def _side(specs: Sequence[TensorSpec], actual: Sequence[IOInfo], kind: str) -> I
         yield f"engine {kind} {name!r} is not in the contract"
 
 
-def check_tensor(spec: TensorSpec, array: np.ndarray, dims: dict[str, int], where: str, side: str) -> None:
+def check_tensor(
+    spec: TensorSpec, array: np.ndarray, dims: dict[str, int], where: str, side: str
+) -> None:
     """Check one tensor of a record against its spec, binding named dims as it goes."""
     want = dtypes.host_dtype(spec.dtype)
     if array.dtype != want:
-        raise BindingError(f"{where}: {side}.{spec.name}: dtype {dtypes.name_of(array.dtype) if array.dtype.kind in 'biuf' else array.dtype}, contract says {spec.dtype}")
+        raise BindingError(
+            f"{where}: {side}.{spec.name}: dtype {dtypes.name_of(array.dtype) if array.dtype.kind in 'biuf' else array.dtype}, contract says {spec.dtype}"
+        )
     if array.ndim != spec.rank:
-        raise BindingError(f"{where}: {side}.{spec.name}: shape {list(array.shape)}, contract says {list(spec.shape)}")
+        raise BindingError(
+            f"{where}: {side}.{spec.name}: shape {list(array.shape)}, contract says {list(spec.shape)}"
+        )
     for axis, (got, dim) in enumerate(zip(array.shape, spec.shape, strict=True)):
         if isinstance(dim, int):
             if got != dim:
-                raise BindingError(f"{where}: {side}.{spec.name}: dimension {axis} is {got}, contract says {dim}")
+                raise BindingError(
+                    f"{where}: {side}.{spec.name}: dimension {axis} is {got}, contract says {dim}"
+                )
         elif dims.setdefault(dim, got) != got:
             raise BindingError(
                 f"{where}: {side}.{spec.name}: dimension {axis} ({dim}) is {got} but {dim} = {dims[dim]} elsewhere in this chunk"
             )
     if array.size == 0 and not spec.allow_empty:
-        raise BindingError(f"{where}: {side}.{spec.name}: empty tensor (shape {list(array.shape)}); the contract does not allow it")
+        raise BindingError(
+            f"{where}: {side}.{spec.name}: empty tensor (shape {list(array.shape)}); the contract does not allow it"
+        )
 
 
 def record_feeds(
@@ -82,7 +94,9 @@ def record_feeds(
     for spec in contract.inputs:
         if spec.name not in record_inputs:
             if spec.name in engine_names:
-                raise BindingError(f"{where}: inputs.{spec.name}: missing from the reference record")
+                raise BindingError(
+                    f"{where}: inputs.{spec.name}: missing from the reference record"
+                )
             continue
         check_tensor(spec, record_inputs[spec.name], dims, where, "inputs")
         if spec.name in engine_names:
@@ -90,7 +104,9 @@ def record_feeds(
     return feeds
 
 
-def record_outputs_problems(contract: Contract, record_outputs: Mapping[str, np.ndarray], where: str) -> None:
+def record_outputs_problems(
+    contract: Contract, record_outputs: Mapping[str, np.ndarray], where: str
+) -> None:
     unknown = sorted(set(record_outputs) - set(contract.output_names))
     if unknown:
         raise BindingError(f"{where}: outputs.{unknown[0]}: not an output of the contract")
@@ -103,14 +119,28 @@ def record_outputs_problems(contract: Contract, record_outputs: Mapping[str, np.
         check_tensor(spec, record_outputs[spec.name], dims, where, "outputs")
 
 
-def contract_suite(contract: Contract, inputs: Sequence[IOInfo], outputs: Sequence[IOInfo]) -> SuiteResult:
+def contract_suite(
+    contract: Contract, inputs: Sequence[IOInfo], outputs: Sequence[IOInfo]
+) -> SuiteResult:
     """The contract suite's result: one fail-level finding per disagreement between engine and contract."""
     result = SuiteResult(suite="contract", complete=True)
     for problem in engine_problems(contract, inputs, outputs):
         name = problem.split("'")[1] if "'" in problem else "*"
-        result.findings.append(Finding(Level.FAIL, "contract", name, "binding", f"engine does not match {contract.where}: {problem}"))
+        result.findings.append(
+            Finding(
+                Level.FAIL,
+                "contract",
+                name,
+                "binding",
+                f"engine does not match {contract.where}: {problem}",
+            )
+        )
     result.extra = {
-        "engine_inputs": [{"name": i.name, "dtype": i.dtype, "shape": list(i.shape)} for i in inputs],
-        "engine_outputs": [{"name": o.name, "dtype": o.dtype, "shape": list(o.shape)} for o in outputs],
+        "engine_inputs": [
+            {"name": i.name, "dtype": i.dtype, "shape": list(i.shape)} for i in inputs
+        ],
+        "engine_outputs": [
+            {"name": o.name, "dtype": o.dtype, "shape": list(o.shape)} for o in outputs
+        ],
     }
     return result

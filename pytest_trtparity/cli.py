@@ -21,7 +21,8 @@ COMMANDS = ("contract", "reference", "gate", "build", "selftest")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="trtparity", description="Parity gate for TensorRT engines: contracts, references, builds."
+        prog="trtparity",
+        description="Parity gate for TensorRT engines: contracts, references, builds.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

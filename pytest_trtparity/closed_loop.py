@@ -22,7 +22,7 @@ from .backends.base import Backend
 from .bindings import record_feeds, record_outputs_problems
 from .contract import Contract, DriftCriteria, StatePair, Tier
 from .errors import BindingError, TrtParityError
-from .functional import ChunkCallback, check_chunk
+from .functional import ChunkCallback, check_chunk, run_step
 from .gate import Finding, Level, describe, judge, judge_series, tier_finding
 from .reference.reader import Record
 from .results import SuiteResult
@@ -60,7 +60,7 @@ class _Feeder:
                     feeds[pair.input] = resumed[pair.input]
                 elif pair.initial == "zeros":
                     feeds[pair.input] = np.zeros_like(feeds[pair.input])
-        out = self.backend.run(feeds, carry=carry)
+        out = run_step(self.backend, record, feeds, carry)
         self.current = record.stream
         self.last = out
         return out

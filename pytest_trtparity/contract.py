@@ -20,9 +20,7 @@ from .errors import ContractError
 
 Dim = int | str
 Shape = tuple[Dim, ...]
-Metric = Literal[
-    "max_abs", "mean_abs", "p95_abs", "p99_abs", "max_rel", "rmse", "cosine_distance"
-]
+Metric = Literal["max_abs", "mean_abs", "p95_abs", "p99_abs", "max_rel", "rmse", "cosine_distance"]
 
 SCHEMA_RESOURCE = "contract.schema.json"
 
@@ -39,7 +37,9 @@ class Tier:
     higher_is_worse: bool = True
 
     @classmethod
-    def from_json(cls, raw: Mapping[str, Any] | None, *, higher_is_worse: bool = True) -> Tier | None:
+    def from_json(
+        cls, raw: Mapping[str, Any] | None, *, higher_is_worse: bool = True
+    ) -> Tier | None:
         if raw is None:
             return None
         return cls(
@@ -436,7 +436,9 @@ def _problems(c: Contract) -> Iterator[str]:
                 lo <= o <= hi for lo, o, hi in zip(ps.min, ps.opt, ps.max, strict=True)
             ):
                 yield f"{at}: needs min <= opt <= max in every dimension"
-            for d, (want, lo, hi) in enumerate(zip(inputs[tname].shape, ps.min, ps.max, strict=False)):
+            for d, (want, lo, hi) in enumerate(
+                zip(inputs[tname].shape, ps.min, ps.max, strict=False)
+            ):
                 if isinstance(want, int) and not lo == hi == want:
                     yield f"{at}: dimension {d} is fixed at {want} in the input but {lo}..{hi} here"
     for i, pair in enumerate(c.state):

@@ -39,7 +39,9 @@ def _dim_name(tensor: str, axis: int) -> str:
 def _shape(name: str, shape: tuple[int | str | None, ...]) -> list[int | str]:
     out: list[int | str] = []
     for axis, dim in enumerate(shape):
-        if (isinstance(dim, int) and dim >= 0) or (isinstance(dim, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", dim)):
+        if (isinstance(dim, int) and dim >= 0) or (
+            isinstance(dim, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", dim)
+        ):
             out.append(dim)
         else:
             out.append(_dim_name(name, axis))
@@ -50,10 +52,16 @@ def _tolerance(dtype: str) -> dict[str, Any]:
     if dtype in DEFAULT_TIERS:
         warn, fail = DEFAULT_TIERS[dtype]
         return {"metric": "max_abs", "chunk": {"warn": warn, "fail": fail}}
-    return {"metric": "max_abs", "chunk": {"fail": 0}, "note": "integer and bool outputs must match exactly"}
+    return {
+        "metric": "max_abs",
+        "chunk": {"fail": 0},
+        "note": "integer and bool outputs must match exactly",
+    }
 
 
-def guess_state_pairs(inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> list[dict[str, str]]:
+def guess_state_pairs(
+    inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]
+) -> list[dict[str, str]]:
     """Pairs like state -> stateN or cache -> cache_out with equal dtype and rank."""
     pairs = []
     for out in outputs:
@@ -62,7 +70,11 @@ def guess_state_pairs(inputs: list[dict[str, Any]], outputs: list[dict[str, Any]
                 continue
             stem = out["name"][: -len(suffix)]
             match = next((i for i in inputs if i["name"] == stem), None)
-            if match and match["dtype"] == out["dtype"] and len(match["shape"]) == len(out["shape"]):
+            if (
+                match
+                and match["dtype"] == out["dtype"]
+                and len(match["shape"]) == len(out["shape"])
+            ):
                 pairs.append({"output": out["name"], "input": stem, "initial": "reference"})
                 break
     return pairs
@@ -70,8 +82,14 @@ def guess_state_pairs(inputs: list[dict[str, Any]], outputs: list[dict[str, Any]
 
 def starter_contract(onnx_path: Path, *, model: str | None = None) -> dict[str, Any]:
     with OnnxRuntimeBackend(onnx_path) as backend:
-        inputs: list[dict[str, Any]] = [{"name": i.name, "dtype": i.dtype, "shape": _shape(i.name, i.shape)} for i in backend.inputs]
-        outputs: list[dict[str, Any]] = [{"name": o.name, "dtype": o.dtype, "shape": _shape(o.name, o.shape)} for o in backend.outputs]
+        inputs: list[dict[str, Any]] = [
+            {"name": i.name, "dtype": i.dtype, "shape": _shape(i.name, i.shape)}
+            for i in backend.inputs
+        ]
+        outputs: list[dict[str, Any]] = [
+            {"name": o.name, "dtype": o.dtype, "shape": _shape(o.name, o.shape)}
+            for o in backend.outputs
+        ]
     contract: dict[str, Any] = {
         "$schema": "./contract.schema.json",
         "trtparity": "contract/1",
@@ -79,17 +97,25 @@ def starter_contract(onnx_path: Path, *, model: str | None = None) -> dict[str, 
         "description": f"Starter contract written from {onnx_path.name}; review dims, tolerances and state pairs.",
         "inputs": inputs,
         "outputs": outputs,
-        "invariants": [{"output": o["name"], "check": "finite"} for o in outputs if o["dtype"] in dtypes.FLOAT_DTYPES],
+        "invariants": [
+            {"output": o["name"], "check": "finite"}
+            for o in outputs
+            if o["dtype"] in dtypes.FLOAT_DTYPES
+        ],
         "tolerances": {o["name"]: _tolerance(str(o["dtype"])) for o in outputs},
     }
     pairs = guess_state_pairs(inputs, outputs)
     if pairs:
         contract["state"] = pairs
-    contract_from_json(contract)  # a starter that fails its own schema would be a bug: fail loudly here
+    contract_from_json(
+        contract
+    )  # a starter that fails its own schema would be a bug: fail loudly here
     return contract
 
 
-def write_starter(onnx_path: Path, out: Path, *, model: str | None = None, force: bool = False) -> Path:
+def write_starter(
+    onnx_path: Path, out: Path, *, model: str | None = None, force: bool = False
+) -> Path:
     from .errors import ConfigError
 
     if out.exists() and not force:

@@ -65,12 +65,13 @@ def bfloat16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
 def float32_to_bfloat16_bits(values: np.ndarray) -> np.ndarray:
     """Round-to-nearest-even, keeping NaN a NaN (quiet bit set) as TensorRT and PyTorch do."""
     f32 = np.asarray(values, dtype=np.float32, order="C")  # keeps rank 0, unlike ascontiguousarray
-    as_u32 = f32.view(np.uint32)
+    flat = f32.reshape(-1)  # rank 0 becomes one element, so the NaN fix-up below can index it
+    as_u32 = flat.view(np.uint32)
     rounding = ((as_u32 >> np.uint32(16)) & np.uint32(1)) + np.uint32(0x7FFF)
     rounded = ((as_u32 + rounding) >> np.uint32(16)).astype(np.uint16)
-    nan = np.isnan(f32)
+    nan = np.isnan(flat)
     rounded[nan] = ((as_u32[nan] >> np.uint32(16)) | np.uint32(0x0040)).astype(np.uint16)
-    out: np.ndarray = rounded
+    out: np.ndarray = rounded.reshape(f32.shape)
     return out
 
 
@@ -80,7 +81,9 @@ def name_of(dtype: np.dtype[np.generic] | type) -> str:
     for name, wire in WIRE_DTYPES.items():
         if name != "bfloat16" and wire.kind == dt.kind and wire.itemsize == dt.itemsize:
             return name
-    raise UnknownDtypeError(f"numpy dtype {dt} has no trtparity name; supported: {', '.join(SUPPORTED)}")
+    raise UnknownDtypeError(
+        f"numpy dtype {dt} has no trtparity name; supported: {', '.join(SUPPORTED)}"
+    )
 
 
 #: ONNX Runtime's type strings ("tensor(float)") -> contract names.

@@ -68,6 +68,8 @@ def open_engine(settings: GateSettings) -> Backend:
         from .backends.torch import gate_options
 
         options.update(
-            gate_options(_contract(settings), entry=settings.torch_entry, device=settings.torch_device)
+            gate_options(
+                _contract(settings), entry=settings.torch_entry, device=settings.torch_device
+            )
         )
     return open_backend(engine, name, **options).load()

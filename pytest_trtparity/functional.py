@@ -12,7 +12,7 @@ from .backends.base import Backend
 from .bindings import record_feeds, record_outputs_problems
 from .compare import compare
 from .contract import Contract
-from .errors import TrtParityError
+from .errors import BackendError, TrtParityError
 from .gate import Finding, Level, judge_series
 from .invariants import violation
 from .reference.reader import Record
@@ -37,23 +37,68 @@ def check_chunk(
     for spec in contract.outputs:
         name = spec.name
         if name not in got:
-            _problem(result, suite, name, "missing output", f"output {name!r}: the engine returned no such output on chunk {label}", label)
+            _problem(
+                result,
+                suite,
+                name,
+                "missing output",
+                f"output {name!r}: the engine returned no such output on chunk {label}",
+                label,
+            )
             continue
         for inv in contract.invariants_for(name):
             why = violation(inv, got[name])
             if why:
-                _problem(result, suite, name, "invariant",
-                         f"output {name!r}: invariant {inv.describe()} violated on chunk {label}: {why}", label)
-        cmp = compare(name, record.outputs[name], got[name], expected_dtype=spec.dtype,
-                      tolerance=contract.tolerance(name), allow_empty=spec.allow_empty)
+                _problem(
+                    result,
+                    suite,
+                    name,
+                    "invariant",
+                    f"output {name!r}: invariant {inv.describe()} violated on chunk {label}: {why}",
+                    label,
+                )
+        cmp = compare(
+            name,
+            record.outputs[name],
+            got[name],
+            expected_dtype=spec.dtype,
+            tolerance=contract.tolerance(name),
+            allow_empty=spec.allow_empty,
+        )
         if cmp.problem:
-            _problem(result, suite, name, "structure", f"output {name!r} on chunk {label}: {cmp.problem}", label)
+            _problem(
+                result,
+                suite,
+                name,
+                "structure",
+                f"output {name!r} on chunk {label}: {cmp.problem}",
+                label,
+            )
             result.series(name).add(label, {"max_abs": float("nan")})
         else:
             result.series(name).add(label, cmp.metrics)
 
 
-def _problem(result: SuiteResult, suite: str, output: str, criterion: str, message: str, chunk: str) -> None:
+def run_step(
+    backend: Backend,
+    record: Record,
+    feeds: Mapping[str, np.ndarray],
+    carry: Mapping[str, str] | None = None,
+) -> dict[str, np.ndarray]:
+    """One engine step, with any failure re-raised as a `BackendError` naming file, line and chunk:
+    a crash at chunk 120 must read as such, never as "120/300 passed"."""
+    where = f"{record.where} (chunk {chunk_label(record.stream, record.chunk_index)})"
+    try:
+        return backend.run(feeds, carry=carry)
+    except TrtParityError as exc:
+        raise type(exc)(f"{where}: {exc}") from exc
+    except Exception as exc:
+        raise BackendError(f"{where}: the engine step failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _problem(
+    result: SuiteResult, suite: str, output: str, criterion: str, message: str, chunk: str
+) -> None:
     result.findings.append(Finding(Level.FAIL, suite, output, criterion, message, chunk=chunk))
 
 
@@ -65,7 +110,9 @@ def judge_result(result: SuiteResult, contract: Contract, *, suite: str) -> None
             continue
         tol = contract.tolerance(spec.name)
         result.findings.extend(
-            judge_series(series.series(tol.metric), series.chunks, tol, suite=suite, output=spec.name)
+            judge_series(
+                series.series(tol.metric), series.chunks, tol, suite=suite, output=spec.name
+            )
         )
 
 
@@ -87,7 +134,7 @@ def run_functional(
             record_outputs_problems(contract, record.outputs, record.where)
             feeds = record_feeds(contract, record.inputs, engine_inputs, record.where)
             backend.reset_state()
-            got = backend.run(feeds)
+            got = run_step(backend, record, feeds)
             check_chunk(result, contract, record, got, suite=suite)
             result.chunks_run += 1
             if record.stream not in result.streams:

@@ -64,10 +64,21 @@ class Finding:
             output=raw["output"],
             criterion=raw["criterion"],
             message=raw["message"],
-            value=float(value) if isinstance(value, int | float) else (math.nan if value == "NaN" else None),
+            value=_float_from_json(value),
             limit=raw.get("limit"),
             chunk=raw.get("chunk"),
         )
+
+
+def _float_from_json(v: Any) -> float | None:
+    """The inverse of `_json_float`: JSON has no NaN or infinity, so they travel as strings."""
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return float(v)
+    return (
+        {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}.get(v)
+        if isinstance(v, str)
+        else None
+    )
 
 
 def _json_float(v: float | None) -> float | str | None:
@@ -96,6 +107,7 @@ def judge(tier: Tier, value: float) -> tuple[Level, float | None]:
     """
     if math.isnan(value):
         return Level.FAIL, tier.fail if tier.fail is not None else tier.warn
+
     def worse(v: float, lim: float) -> bool:
         return v > lim if tier.higher_is_worse else v < lim
 
@@ -107,8 +119,15 @@ def judge(tier: Tier, value: float) -> tuple[Level, float | None]:
 
 
 def describe(
-    *, output: str, criterion: str, value: float, limit: float, level: Level, higher_is_worse: bool,
-    chunk: str | None = None, note: str = "",
+    *,
+    output: str,
+    criterion: str,
+    value: float,
+    limit: float,
+    level: Level,
+    higher_is_worse: bool,
+    chunk: str | None = None,
+    note: str = "",
 ) -> str:
     v, lim = fmt_pair(value, limit)
     where = f" on chunk {chunk}" if chunk else ""
@@ -121,8 +140,15 @@ def describe(
 
 
 def tier_finding(
-    tier: Tier | None, value: float, *, suite: str, output: str, criterion: str,
-    chunk: str | None = None, blocking: bool = True, note: str = "",
+    tier: Tier | None,
+    value: float,
+    *,
+    suite: str,
+    output: str,
+    criterion: str,
+    chunk: str | None = None,
+    blocking: bool = True,
+    note: str = "",
 ) -> Finding | None:
     """The finding for one value under one tier, or None when it passes.
 
@@ -140,18 +166,43 @@ def tier_finding(
     elif blocking:
         note = ""  # the contract's note explains a non-blocking exception, not every failure
     return Finding(
-        level=level, suite=suite, output=output, criterion=criterion,
-        message=describe(output=output, criterion=criterion, value=value, limit=limit,
-                         level=crossed, higher_is_worse=tier.higher_is_worse,
-                         chunk=chunk, note=note),
-        value=value, limit=limit, chunk=chunk,
+        level=level,
+        suite=suite,
+        output=output,
+        criterion=criterion,
+        message=describe(
+            output=output,
+            criterion=criterion,
+            value=value,
+            limit=limit,
+            level=crossed,
+            higher_is_worse=tier.higher_is_worse,
+            chunk=chunk,
+            note=note,
+        ),
+        value=value,
+        limit=limit,
+        chunk=chunk,
     )
 
 
 def percentile(values: Sequence[float], q: float) -> float:
+    """numpy interpolates inf - inf into NaN; an infinite error must stay infinite (and fail)."""
     if not values:
         return math.nan
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+    arr = np.asarray(values, dtype=np.float64)
+    if np.isnan(arr).any():
+        return math.nan
+    if np.isfinite(arr).all():
+        return float(np.percentile(arr, q))
+    lower = float(np.percentile(arr, q, method="lower"))
+    upper = float(np.percentile(arr, q, method="higher"))
+    if lower == upper:
+        return lower
+    big = np.finfo(np.float64).max
+    if float(np.percentile(np.clip(arr, -big, big), q)) == max(lower, -big):
+        return lower  # the percentile falls exactly on the lower neighbour
+    return upper if math.isinf(upper) else lower  # any weight on an infinite neighbour is infinite
 
 
 def pass_rate(values: Sequence[float], within: float) -> float:
@@ -173,20 +224,40 @@ def judge_series(
     note = tol.note
     findings: list[Finding] = []
     worst = int(np.argmax(np.where(np.isnan(arr), np.inf, arr)))
-    f = tier_finding(tol.chunk, float(arr[worst]), suite=suite, output=output, criterion=metric,
-                     chunk=chunks[worst], blocking=tol.blocking, note=note)
+    f = tier_finding(
+        tol.chunk,
+        float(arr[worst]),
+        suite=suite,
+        output=output,
+        criterion=metric,
+        chunk=chunks[worst],
+        blocking=tol.blocking,
+        note=note,
+    )
     if f:
         findings.append(f)
-    f = tier_finding(tol.p95, percentile(values, 95) if not np.isnan(arr).any() else math.nan,
-                     suite=suite, output=output, criterion=f"p95 over chunks of {metric}",
-                     blocking=tol.blocking, note=note)
+    f = tier_finding(
+        tol.p95,
+        percentile(values, 95) if not np.isnan(arr).any() else math.nan,
+        suite=suite,
+        output=output,
+        criterion=f"p95 over chunks of {metric}",
+        blocking=tol.blocking,
+        note=note,
+    )
     if f:
         findings.append(f)
     if tol.pass_rate is not None and tol.within is not None:
         rate = pass_rate(values, tol.within)
-        f = tier_finding(tol.pass_rate, rate, suite=suite, output=output,
-                         criterion=f"pass rate (chunks with {metric} <= {tol.within:g})",
-                         blocking=tol.blocking, note=note)
+        f = tier_finding(
+            tol.pass_rate,
+            rate,
+            suite=suite,
+            output=output,
+            criterion=f"pass rate (chunks with {metric} <= {tol.within:g})",
+            blocking=tol.blocking,
+            note=note,
+        )
         if f:
             findings.append(f)
     return findings

@@ -15,7 +15,9 @@ def violation(inv: Invariant, value: np.ndarray) -> str | None:
         if not -arr.ndim <= inv.axis < arr.ndim:
             return f"shape {list(arr.shape)} has no axis {inv.axis}"
         got = arr.shape[inv.axis]
-        return None if got == int(inv.value) else f"shape {list(arr.shape)}: axis {inv.axis} is {got}"
+        return (
+            None if got == int(inv.value) else f"shape {list(arr.shape)}: axis {inv.axis} is {got}"
+        )
     if arr.size == 0:
         return None
     wide = arr.astype(np.float64)

@@ -35,8 +35,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             if spec.choices:
                 kwargs["choices"] = spec.choices
         group.addoption(spec.flag, **kwargs)
-        parser.addini(spec.name, spec.help, type="bool" if spec.kind == "bool" else "string",
-                      default=spec.default if spec.kind == "bool" else None)
+        parser.addini(
+            spec.name,
+            spec.help,
+            type="bool" if spec.kind == "bool" else "string",
+            default=spec.default if spec.kind == "bool" else None,
+        )
 
 
 def settings_from_config(config: pytest.Config) -> GateSettings:
@@ -81,7 +85,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     drop: list[pytest.Item] = []
     for item in items:
         suite = _suite_of(item)
-        (drop if suite is not None and wanted is not None and suite not in wanted else keep).append(item)
+        (drop if suite is not None and wanted is not None and suite not in wanted else keep).append(
+            item
+        )
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
@@ -101,7 +107,15 @@ def trt_settings(pytestconfig: pytest.Config) -> GateSettings:
 @pytest.fixture(scope="session")
 def trt_gate(pytestconfig: pytest.Config) -> GateSession:
     """Collects suite results; `trt_gate.enforce(result)` fails or warns the calling test."""
-    return gate_session(pytestconfig)
+    from .artifacts.atomic import ensure_writable
+
+    gate = gate_session(pytestconfig)
+    if not hasattr(pytestconfig, "workerinput"):  # the controller writes the artifacts
+        try:
+            ensure_writable(gate.settings.artifacts)
+        except TrtParityError as exc:
+            _fail_config(exc)
+    return gate
 
 
 @pytest.fixture(scope="session")
@@ -169,7 +183,9 @@ def trt_device(pytestconfig: pytest.Config) -> int | None:
 
 
 @pytest.fixture(scope="session")
-def trt_baseline(trt_settings: GateSettings, trt_gate: GateSession, request: pytest.FixtureRequest) -> Iterator[Backend | None]:
+def trt_baseline(
+    trt_settings: GateSettings, trt_gate: GateSession, request: pytest.FixtureRequest
+) -> Iterator[Backend | None]:
     """The baseline engine named by --trt-baseline, loaded; None when no baseline was given."""
     if trt_settings.baseline is None:
         yield None
@@ -192,10 +208,14 @@ class PerformanceSummary:
     """Prints the tables the performance suites leave in `extra["table"]` (latency, baseline side
     by side, throughput, memory), before the gate's verdict."""
 
-    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    def pytest_terminal_summary(
+        self, terminalreporter: pytest.TerminalReporter, config: pytest.Config
+    ) -> None:
         if hasattr(config, "workerinput"):
             return
-        lines = [str(line) for r in gate_session(config).results for line in r.extra.get("table", [])]
+        lines = [
+            str(line) for r in gate_session(config).results for line in r.extra.get("table", [])
+        ]
         if lines:
             terminalreporter.section("trtparity performance")
             for line in lines:
@@ -239,7 +259,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
     if hasattr(config, "workerinput"):
         return
     gate = gate_session(config)

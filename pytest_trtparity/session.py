@@ -63,7 +63,10 @@ class GateSession:
                 head += " (--trt-strict: warnings fail)"
             pytest.fail(head + "\n" + "\n".join(lines), pytrace=False)
         if not result.complete:
-            pytest.fail(f"{result.suite}: did not complete ({result.error or 'no chunk ran'})", pytrace=False)
+            pytest.fail(
+                f"{result.suite}: did not complete ({result.error or 'no chunk ran'})",
+                pytrace=False,
+            )
 
     @property
     def verdict(self) -> Level:
@@ -83,7 +86,11 @@ class GateSession:
             per: dict[str, Any] = {}
             for name in r.outputs:
                 tol = self.contract.tolerance(name)
-                per.update(output_aggregates(SuiteResult(r.suite, {name: r.outputs[name]}), tol.metric, tol.within))
+                per.update(
+                    output_aggregates(
+                        SuiteResult(r.suite, {name: r.outputs[name]}), tol.metric, tol.within
+                    )
+                )
             out[r.suite] = per
         return out
 
@@ -138,12 +145,18 @@ class GateSession:
         if self.contract is None and self.settings.contract is not None:
             self.contract = _contract_or_none(self.settings.contract)
         if self.contract is None:
-            raise TrtParityError("sharded results cannot be judged: the contract could not be loaded")
+            raise TrtParityError(
+                "sharded results cannot be judged: the contract could not be loaded"
+            )
         return self.contract
 
     def note_crash(self, suite: str, message: str) -> None:
         """A gate test failed before its suite recorded a result: the run must not look like a pass."""
-        self.record(SuiteResult(suite=suite, error=f"the {suite} test failed before recording a result: {message}"))
+        self.record(
+            SuiteResult(
+                suite=suite, error=f"the {suite} test failed before recording a result: {message}"
+            )
+        )
 
     def write(self) -> Path:
         """Every artifact, on every run: plots first (the summary lists them), then summary.json,
@@ -154,8 +167,13 @@ class GateSession:
         folder = self.settings.artifacts
         if self.contract is None and self.settings.contract is not None:
             self.contract = _contract_or_none(self.settings.contract)
-        artifacts: dict[str, Any] = {"folder": str(folder), "summary": "summary.json",
-                                     "report": "report.md", "plots": {}, "errors": []}
+        artifacts: dict[str, Any] = {
+            "folder": str(folder),
+            "summary": "summary.json",
+            "report": "report.md",
+            "plots": {},
+            "errors": [],
+        }
         try:
             artifacts["plots"] = plots.write_plots(folder, self.results, self.contract, self.errors)
         except TrtParityError:

@@ -32,38 +32,121 @@ class OptionSpec:
 
 
 OPTIONS: tuple[OptionSpec, ...] = (
-    OptionSpec("trt_engine", "Engine under test: .plan/.engine (TensorRT), .onnx (ONNX Runtime), .pt/.ts/.pt2 (PyTorch); "
-               "pkg:PACKAGE/FILE names a file inside an installed package.", "path", metavar="PATH"),
-    OptionSpec("trt_backend", "Backend to run the engine with, overriding the one its extension picks.",
-               "choice", ("onnxruntime", "tensorrt", "torch")),
-    OptionSpec("trt_contract", "Binding contract (JSON) the engine is checked against.", "path", metavar="PATH"),
-    OptionSpec("trt_ref", "Reference records (JSONL or JSONL.gz, format reference/1).", "path", metavar="PATH"),
-    OptionSpec("trt_artifacts", "Folder for summary.json, plots and report.md.", "path",
-               default="trtparity-artifacts", metavar="DIR"),
+    OptionSpec(
+        "trt_engine",
+        "Engine under test: .plan/.engine (TensorRT), .onnx (ONNX Runtime), .pt/.ts/.pt2 (PyTorch); "
+        "pkg:PACKAGE/FILE names a file inside an installed package.",
+        "path",
+        metavar="PATH",
+    ),
+    OptionSpec(
+        "trt_backend",
+        "Backend to run the engine with, overriding the one its extension picks.",
+        "choice",
+        ("onnxruntime", "tensorrt", "torch"),
+    ),
+    OptionSpec(
+        "trt_contract",
+        "Binding contract (JSON) the engine is checked against.",
+        "path",
+        metavar="PATH",
+    ),
+    OptionSpec(
+        "trt_ref",
+        "Reference records (JSONL or JSONL.gz, format reference/1).",
+        "path",
+        metavar="PATH",
+    ),
+    OptionSpec(
+        "trt_artifacts",
+        "Folder for summary.json, plots and report.md.",
+        "path",
+        default="trtparity-artifacts",
+        metavar="DIR",
+    ),
     OptionSpec("trt_strict", "Treat warn-tier findings as failures.", "bool", default=False),
-    OptionSpec("trt_mode", "functional, closed_loop, both, or auto (both when the contract has state pairs).",
-               "choice", MODES, default="auto"),
-    OptionSpec("trt_provider", "ONNX Runtime execution provider: cpu, cuda or tensorrt.", "choice",
-               ("cpu", "cuda", "tensorrt"), default="cpu"),
-    OptionSpec("trt_threads", "Intra-op threads for CPU backends (0: the runtime's default).", "int", default=0),
-    OptionSpec("trt_baseline", "Second engine (PyTorch or ONNX) run through the same chunks for comparison.",
-               "path", metavar="PATH"),
-    OptionSpec("trt_devices", "Comma-separated GPU ids that xdist workers are spread over.", "str", metavar="IDS"),
-    OptionSpec("trt_onnx", "The ONNX file the TensorRT engine was built from: the profile sweep runs it on "
-               "ONNX Runtime as its reference.", "path", metavar="PATH"),
-    OptionSpec("trt_precision", "Precision for engines built on demand from .onnx with --trt-backend tensorrt "
-               "(fp16/bf16/int8 need TensorRT 10.x; graph: as the ONNX graph says).", "choice",
-               ("fp32", "fp16", "bf16", "int8", "graph"), default="fp32"),
-    OptionSpec("trt_cuda_graphs", "Replay each TensorRT step as a captured CUDA graph.", "bool", default=False),
-    OptionSpec("trt_cache_dir", "Engine and timing cache folder (default: $TRTPARITY_CACHE_DIR or "
-               "~/.cache/trtparity).", "path", metavar="DIR"),
-    OptionSpec("trt_torch_entry", "Submodule or method of a PyTorch model to call (engine or baseline), e.g. "
-               "_model for Silero VAD's .jit, whose forward hides its state.", "str", metavar="NAME"),
-    OptionSpec("trt_torch_device", "Device for PyTorch models (engine or baseline): cpu, cuda or cuda:N.", "str",
-               default="cpu", metavar="DEVICE"),
-    OptionSpec("trt_latency_timing", "What the latency suite times: host (each step with its transfers, as an "
-               "application sees it) or device (compute alone on device-resident inputs; a CUDA graph "
-               "replay with --trt-cuda-graphs).", "choice", ("host", "device"), default="host"),
+    OptionSpec(
+        "trt_mode",
+        "functional, closed_loop, both, or auto (both when the contract has state pairs).",
+        "choice",
+        MODES,
+        default="auto",
+    ),
+    OptionSpec(
+        "trt_provider",
+        "ONNX Runtime execution provider: cpu, cuda or tensorrt.",
+        "choice",
+        ("cpu", "cuda", "tensorrt"),
+        default="cpu",
+    ),
+    OptionSpec(
+        "trt_threads",
+        "Intra-op threads for CPU backends (0: the runtime's default).",
+        "int",
+        default=0,
+    ),
+    OptionSpec(
+        "trt_baseline",
+        "Second engine (PyTorch or ONNX) run through the same chunks for comparison.",
+        "path",
+        metavar="PATH",
+    ),
+    OptionSpec(
+        "trt_devices",
+        "Comma-separated GPU ids that xdist workers are spread over.",
+        "str",
+        metavar="IDS",
+    ),
+    OptionSpec(
+        "trt_onnx",
+        "The ONNX file the TensorRT engine was built from: the profile sweep runs it on "
+        "ONNX Runtime as its reference.",
+        "path",
+        metavar="PATH",
+    ),
+    OptionSpec(
+        "trt_precision",
+        "Precision for engines built on demand from .onnx with --trt-backend tensorrt "
+        "(fp16/bf16/int8 need TensorRT 10.x; graph: as the ONNX graph says).",
+        "choice",
+        ("fp32", "fp16", "bf16", "int8", "graph"),
+        default="fp32",
+    ),
+    OptionSpec(
+        "trt_cuda_graphs",
+        "Replay each TensorRT step as a captured CUDA graph.",
+        "bool",
+        default=False,
+    ),
+    OptionSpec(
+        "trt_cache_dir",
+        "Engine and timing cache folder (default: $TRTPARITY_CACHE_DIR or ~/.cache/trtparity).",
+        "path",
+        metavar="DIR",
+    ),
+    OptionSpec(
+        "trt_torch_entry",
+        "Submodule or method of a PyTorch model to call (engine or baseline), e.g. "
+        "_model for Silero VAD's .jit, whose forward hides its state.",
+        "str",
+        metavar="NAME",
+    ),
+    OptionSpec(
+        "trt_torch_device",
+        "Device for PyTorch models (engine or baseline): cpu, cuda or cuda:N.",
+        "str",
+        default="cpu",
+        metavar="DEVICE",
+    ),
+    OptionSpec(
+        "trt_latency_timing",
+        "What the latency suite times: host (each step with its transfers, as an "
+        "application sees it) or device (compute alone on device-resident inputs; a CUDA graph "
+        "replay with --trt-cuda-graphs).",
+        "choice",
+        ("host", "device"),
+        default="host",
+    ),
 )
 
 
@@ -96,7 +179,9 @@ class GateSettings:
             raise ConfigError(self.deferred[what])
         value = getattr(self, what)
         if value is None:
-            raise ConfigError(f"no {what} given: pass --trt-{what} PATH or set trt_{what} in your ini file")
+            raise ConfigError(
+                f"no {what} given: pass --trt-{what} PATH or set trt_{what} in your ini file"
+            )
         return value  # type: ignore[no-any-return]
 
 
@@ -118,7 +203,9 @@ def _convert(spec: OptionSpec, value: Any, base: Path, source: str) -> Any:
         except ValueError:
             raise ConfigError(f"{source} {spec.name}: expected an integer, got {value!r}") from None
     if spec.kind == "choice" and str(value) not in spec.choices:
-        raise ConfigError(f"{source} {spec.name}: {value!r} is not one of {', '.join(spec.choices)}")
+        raise ConfigError(
+            f"{source} {spec.name}: {value!r} is not one of {', '.join(spec.choices)}"
+        )
     if spec.kind == "path":
         return resolve(str(value), base)
     return str(value)
@@ -130,7 +217,9 @@ def parse_devices(text: str | None) -> tuple[int, ...]:
     try:
         ids = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise ConfigError(f"--trt-devices {text!r}: expected comma-separated GPU ids like 0,1") from None
+        raise ConfigError(
+            f"--trt-devices {text!r}: expected comma-separated GPU ids like 0,1"
+        ) from None
     if any(i < 0 for i in ids) or len(set(ids)) != len(ids):
         raise ConfigError(f"--trt-devices {text!r}: ids must be distinct and non-negative")
     return ids

@@ -21,7 +21,9 @@ def _expected_chunks(trt_reference, limit):
 
 
 @pytest.mark.trtparity("closed_loop")
-def test_closed_loop_stability(trt_engine, trt_contract, trt_reference, trt_gate, pytestconfig, trt_shard):
+def test_closed_loop_stability(
+    trt_engine, trt_contract, trt_reference, trt_gate, pytestconfig, trt_shard
+):
     limit = trt_contract.closed_loop.chunks
     # under pytest-xdist (-n N) each shard runs whole streams, one loop each (docs/scale.md)
     records = trt_shard.streams(trt_reference, limit=limit)

@@ -18,11 +18,21 @@ from pytest_trtparity.reference import ReferenceWriter
 
 from .conftest import assert_gate_passed
 
-onnx = pytest.importorskip("onnx", reason="the onnx package builds the test model (pip install onnx)")
+onnx = pytest.importorskip(
+    "onnx", reason="the onnx package builds the test model (pip install onnx)"
+)
 
 ONNX_TYPES = {
-    "float64": 11, "float32": 1, "float16": 10, "bfloat16": 16, "int64": 7,
-    "int32": 6, "int16": 5, "int8": 3, "uint8": 2, "bool": 9,
+    "float64": 11,
+    "float32": 1,
+    "float16": 10,
+    "bfloat16": 16,
+    "int64": 7,
+    "int32": 6,
+    "int16": 5,
+    "int8": 3,
+    "uint8": 2,
+    "bool": 9,
 }
 SHAPES = {"float32": [], "int64": [], "bool": ["m"]}  # rank 0 for two of them
 
@@ -36,8 +46,10 @@ def build_model(path: Path) -> None:
         inputs.append(helper.make_tensor_value_info(f"x_{name}", code, shape))
         outputs.append(helper.make_tensor_value_info(f"y_{name}", code, shape))
         nodes.append(helper.make_node("Identity", [f"x_{name}"], [f"y_{name}"]))
-    model = helper.make_model(helper.make_graph(nodes, "all_dtypes", inputs, outputs),
-                              opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(
+        helper.make_graph(nodes, "all_dtypes", inputs, outputs),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
     model.ir_version = 8
     onnx.save(model, str(path))
 
@@ -51,7 +63,9 @@ def sample(name: str, rng: np.random.Generator, rank0: bool) -> np.ndarray:
         return rng.integers(info.min, info.max, shape, endpoint=True, dtype=dtypes.host_dtype(name))
     values = rng.normal(0, 3, shape)
     if name == "bfloat16":
-        return dtypes.bfloat16_bits_to_float32(dtypes.float32_to_bfloat16_bits(values.astype(np.float32)))
+        return dtypes.bfloat16_bits_to_float32(
+            dtypes.float32_to_bfloat16_bits(values.astype(np.float32))
+        )
     return values.astype(dtypes.host_dtype(name))
 
 
@@ -70,19 +84,31 @@ def any_model(tmp_path: Path) -> tuple[Path, Path, Path]:
     return model, contract, ref
 
 
-def test_starter_contract_declares_every_dtype_and_rank0(any_model: tuple[Path, Path, Path]) -> None:
+def test_starter_contract_declares_every_dtype_and_rank0(
+    any_model: tuple[Path, Path, Path],
+) -> None:
     _, contract, _ = any_model
     raw = json.loads(contract.read_text())
     assert {t["dtype"] for t in raw["inputs"]} == set(ONNX_TYPES)
     assert next(t for t in raw["inputs"] if t["name"] == "x_float32")["shape"] == []
-    assert raw["tolerances"]["y_int8"] == {"metric": "max_abs", "chunk": {"fail": 0}, "note": "integer and bool outputs must match exactly"}
+    assert raw["tolerances"]["y_int8"] == {
+        "metric": "max_abs",
+        "chunk": {"fail": 0},
+        "note": "integer and bool outputs must match exactly",
+    }
 
 
-def test_any_model_passes_the_gate(pytester: pytest.Pytester, gate_dir: Path, any_model: tuple[Path, Path, Path]) -> None:
+def test_any_model_passes_the_gate(
+    pytester: pytest.Pytester, gate_dir: Path, any_model: tuple[Path, Path, Path]
+) -> None:
     model, contract, ref = any_model
     result = pytester.runpytest_subprocess(
-        f"--trt-engine={model}", f"--trt-contract={contract}", f"--trt-ref={ref}",
-        f"--trt-artifacts={pytester.path / 'out'}", "-p", "no:cacheprovider",
+        f"--trt-engine={model}",
+        f"--trt-contract={contract}",
+        f"--trt-ref={ref}",
+        f"--trt-artifacts={pytester.path / 'out'}",
+        "-p",
+        "no:cacheprovider",
     )
     assert_gate_passed(result)
     summary = json.loads((pytester.path / "out" / "summary.json").read_text())
@@ -107,8 +133,14 @@ def test_any_model_fails_when_one_int8_element_differs(
                 outs["y_int8"] = y
             w.write(inputs=r.inputs, outputs=outs)
     result = pytester.runpytest_subprocess(
-        f"--trt-engine={model}", f"--trt-contract={contract}", f"--trt-ref={bad}",
-        f"--trt-artifacts={pytester.path / 'out'}", "-p", "no:cacheprovider",
+        f"--trt-engine={model}",
+        f"--trt-contract={contract}",
+        f"--trt-ref={bad}",
+        f"--trt-artifacts={pytester.path / 'out'}",
+        "-p",
+        "no:cacheprovider",
     )
     assert result.ret == 1
-    result.stdout.fnmatch_lines(["*output 'y_int8': max_abs * on chunk default#2 is above the fail tier 0*"])
+    result.stdout.fnmatch_lines(
+        ["*output 'y_int8': max_abs * on chunk default#2 is above the fail tier 0*"]
+    )

@@ -14,7 +14,9 @@ from pytest_trtparity.cli import main
 from .conftest import SILERO_CONTRACT, SILERO_REF
 
 
-def test_contract_init_writes_a_valid_starter(tmp_path: Path, silero_onnx: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_contract_init_writes_a_valid_starter(
+    tmp_path: Path, silero_onnx: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "starter.json"
     assert main(["contract", "init", "--onnx", str(silero_onnx), "-o", str(out)]) == 0
     raw = json.loads(out.read_text())
@@ -24,14 +26,18 @@ def test_contract_init_writes_a_valid_starter(tmp_path: Path, silero_onnx: Path,
     assert "I/O matches the contract" in capsys.readouterr().out
 
 
-def test_contract_init_refuses_to_overwrite(tmp_path: Path, silero_onnx: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_contract_init_refuses_to_overwrite(
+    tmp_path: Path, silero_onnx: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "starter.json"
     out.write_text("{}")
     assert main(["contract", "init", "--onnx", str(silero_onnx), "-o", str(out)]) == 1
     assert "starter.json: already exists (pass --force to overwrite)" in capsys.readouterr().err
 
 
-def test_contract_check_reports_an_engine_mismatch(tmp_path: Path, silero_onnx: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_contract_check_reports_an_engine_mismatch(
+    tmp_path: Path, silero_onnx: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     raw = json.loads(SILERO_CONTRACT.read_text())
     raw["outputs"][0]["dtype"] = "float16"
     raw["tolerances"].pop("output")
@@ -41,9 +47,13 @@ def test_contract_check_reports_an_engine_mismatch(tmp_path: Path, silero_onnx: 
     assert "output 'output': engine dtype float32, contract says float16" in capsys.readouterr().out
 
 
-def test_contract_check_names_the_json_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_contract_check_names_the_json_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "c.json"
-    bad.write_text(json.dumps({"trtparity": "contract/1", "model": "m", "inputs": [], "outputs": []}))
+    bad.write_text(
+        json.dumps({"trtparity": "contract/1", "model": "m", "inputs": [], "outputs": []})
+    )
     assert main(["contract", "check", str(bad)]) == 1
     assert "c.json: at $.inputs: [] should be non-empty" in capsys.readouterr().err
 
@@ -55,13 +65,33 @@ def test_reference_check_against_the_contract(capsys: pytest.CaptureFixture[str]
 
 def test_gate_passes_pytest_options_through(tmp_path: Path, silero_onnx: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest_trtparity.cli", "gate", "-q", "--trt-mode", "functional", "-k", "functional",
-         f"--trt-engine={silero_onnx}", f"--trt-contract={SILERO_CONTRACT}", f"--trt-ref={SILERO_REF}",
-         f"--trt-artifacts={tmp_path / 'a'}", "-p", "no:cacheprovider"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pytest_trtparity.cli",
+            "gate",
+            "-q",
+            "--trt-mode",
+            "functional",
+            "-k",
+            "functional",
+            f"--trt-engine={silero_onnx}",
+            f"--trt-contract={SILERO_CONTRACT}",
+            f"--trt-ref={SILERO_REF}",
+            f"--trt-artifacts={tmp_path / 'a'}",
+            "-p",
+            "no:cacheprovider",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert json.loads((tmp_path / "a" / "summary.json").read_text())["suites"]["functional"]["verdict"] == "pass"
+    assert (
+        json.loads((tmp_path / "a" / "summary.json").read_text())["suites"]["functional"]["verdict"]
+        == "pass"
+    )
 
 
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:

@@ -45,9 +45,17 @@ def test_max_rel_ignores_exact_zeros() -> None:
     ("ref", "got", "problem"),
     [
         (np.ones(5, np.float32), np.ones(1, np.float32), "shape [1], reference has [5]"),
-        (np.ones((5, 1), np.float32), np.ones((1, 5), np.float32), "shape [1, 5], reference has [5, 1]"),
+        (
+            np.ones((5, 1), np.float32),
+            np.ones((1, 5), np.float32),
+            "shape [1, 5], reference has [5, 1]",
+        ),
         (np.ones(2, np.float32), np.ones(2, np.float16), "dtype float16, contract says float32"),
-        (np.ones(2, np.float32), np.array([1, np.nan], np.float32), "NaN at index (1,) where the reference is 1"),
+        (
+            np.ones(2, np.float32),
+            np.array([1, np.nan], np.float32),
+            "NaN at index (1,) where the reference is 1",
+        ),
         (np.zeros((0,), np.float32), np.zeros((0,), np.float32), "empty tensor"),
     ],
 )
@@ -63,7 +71,14 @@ def test_int8_difference_does_not_wrap() -> None:
 
 @pytest.mark.parametrize(
     ("value", "level"),
-    [(0.05, Level.PASS), (0.1, Level.PASS), (0.1000001, Level.WARN), (1.0, Level.WARN), (1.5, Level.FAIL), (math.nan, Level.FAIL)],
+    [
+        (0.05, Level.PASS),
+        (0.1, Level.PASS),
+        (0.1000001, Level.WARN),
+        (1.0, Level.WARN),
+        (1.5, Level.FAIL),
+        (math.nan, Level.FAIL),
+    ],
 )
 def test_judge_tiers_are_strict_inequalities_and_nan_fails(value: float, level: Level) -> None:
     assert judge(Tier(warn=0.1, fail=1.0), value)[0] is level
@@ -80,7 +95,11 @@ def test_fmt_pair_adds_digits_until_value_and_limit_differ() -> None:
 
 
 def test_judge_series_names_worst_chunk_p95_and_pass_rate() -> None:
-    tol = Tolerance(chunk=Tier(warn=0.1, fail=1.0), p95=Tier(fail=0.2), pass_rate=Tier(fail=0.9, higher_is_worse=False))
+    tol = Tolerance(
+        chunk=Tier(warn=0.1, fail=1.0),
+        p95=Tier(fail=0.2),
+        pass_rate=Tier(fail=0.9, higher_is_worse=False),
+    )
     values = [0.0] * 8 + [0.5, 2.0]
     chunks = [f"s#{i}" for i in range(10)]
     findings = judge_series(values, chunks, tol, suite="functional", output="y")

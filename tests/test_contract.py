@@ -24,7 +24,9 @@ def test_schema_copy_in_contracts_is_identical() -> None:
     assert (REPO / "contracts" / "contract.schema.json").read_bytes() == packaged.read_bytes()
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "contracts").glob("*.contract.json")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "contracts").glob("*.contract.json")), ids=lambda p: p.name
+)
 def test_shipped_contracts_are_valid(path: Path) -> None:
     assert load_contract(path).outputs
 
@@ -69,7 +71,9 @@ def test_negative_tolerance_is_an_error() -> None:
 def test_warn_above_fail_is_an_error() -> None:
     raw = silero_raw()
     raw["tolerances"]["output"]["chunk"] = {"warn": 1e-2, "fail": 1e-3}
-    assert _error(raw) == "c.json: $.tolerances.output.chunk: warn tier 0.01 is above fail tier 0.001"
+    assert (
+        _error(raw) == "c.json: $.tolerances.output.chunk: warn tier 0.01 is above fail tier 0.001"
+    )
 
 
 def test_pass_rate_tiers_run_the_other_way() -> None:
@@ -102,14 +106,42 @@ def test_duplicate_key_in_the_file_is_an_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
-        (lambda r: r["state"].append({"output": "nope", "input": "state"}), "$.state[1].output: 'nope' is not an output"),
-        (lambda r: r["invariants"].append({"output": "x", "check": "finite"}), "$.invariants[3].output: 'x' is not an output"),
-        (lambda r: r["tolerances"].update(ghost=r["tolerances"]["output"]), "$.tolerances.ghost: 'ghost' is not an output"),
-        (lambda r: r["profiles"]["stream"]["shapes"]["input"].update(min=[1, 600]), "$.profiles.stream.shapes.input: needs min <= opt <= max"),
-        (lambda r: r["profiles"]["stream"]["shapes"]["state"].update(min=[2, 1]), "$.profiles.stream.shapes.state.min: rank 2 but input 'state' has rank 3"),
-        (lambda r: r["profiles"]["stream"]["shapes"]["state"].update(min=[3, 1, 128], opt=[3, 1, 128], max=[3, 1, 128]), "dimension 0 is fixed at 2 in the input but 3..3 here"),
-        (lambda r: r["outputs"].append(dict(r["outputs"][0])), "$.outputs[2].name: duplicate output name 'output'"),
-        (lambda r: r["invariants"].append({"output": "output", "check": "dim_equals", "axis": 5, "value": 1}), "$.invariants[3].axis: 5 is out of range for rank 2"),
+        (
+            lambda r: r["state"].append({"output": "nope", "input": "state"}),
+            "$.state[1].output: 'nope' is not an output",
+        ),
+        (
+            lambda r: r["invariants"].append({"output": "x", "check": "finite"}),
+            "$.invariants[3].output: 'x' is not an output",
+        ),
+        (
+            lambda r: r["tolerances"].update(ghost=r["tolerances"]["output"]),
+            "$.tolerances.ghost: 'ghost' is not an output",
+        ),
+        (
+            lambda r: r["profiles"]["stream"]["shapes"]["input"].update(min=[1, 600]),
+            "$.profiles.stream.shapes.input: needs min <= opt <= max",
+        ),
+        (
+            lambda r: r["profiles"]["stream"]["shapes"]["state"].update(min=[2, 1]),
+            "$.profiles.stream.shapes.state.min: rank 2 but input 'state' has rank 3",
+        ),
+        (
+            lambda r: r["profiles"]["stream"]["shapes"]["state"].update(
+                min=[3, 1, 128], opt=[3, 1, 128], max=[3, 1, 128]
+            ),
+            "dimension 0 is fixed at 2 in the input but 3..3 here",
+        ),
+        (
+            lambda r: r["outputs"].append(dict(r["outputs"][0])),
+            "$.outputs[2].name: duplicate output name 'output'",
+        ),
+        (
+            lambda r: r["invariants"].append(
+                {"output": "output", "check": "dim_equals", "axis": 5, "value": 1}
+            ),
+            "$.invariants[3].axis: 5 is out of range for rank 2",
+        ),
     ],
 )
 def test_semantic_problems_name_the_field(mutate: Any, expected: str) -> None:

@@ -13,54 +13,72 @@ FUNCTIONAL = ("--trt-mode=functional", "-p", "no:cacheprovider")
 
 
 def gate_args(engine: Path | str, out: Path, *extra: str) -> list[str]:
-    return [f"--trt-engine={engine}", f"--trt-contract={SILERO_CONTRACT}", f"--trt-ref={SILERO_REF}",
-            f"--trt-artifacts={out}", *FUNCTIONAL, *extra]
+    return [
+        f"--trt-engine={engine}",
+        f"--trt-contract={SILERO_CONTRACT}",
+        f"--trt-ref={SILERO_REF}",
+        f"--trt-artifacts={out}",
+        *FUNCTIONAL,
+        *extra,
+    ]
 
 
 def test_help_lists_every_option_in_one_group(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--help")
-    result.stdout.fnmatch_lines([
-        "TensorRT parity gate:",
-        "*--trt-engine=PATH*",
-        "*--trt-contract=PATH*",
-        "*--trt-ref=PATH*",
-        "*--trt-artifacts=DIR*",
-        "*--trt-strict*",
-        "*--trt-mode=*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "TensorRT parity gate:",
+            "*--trt-engine=PATH*",
+            "*--trt-contract=PATH*",
+            "*--trt-ref=PATH*",
+            "*--trt-artifacts=DIR*",
+            "*--trt-strict*",
+            "*--trt-mode=*",
+        ]
+    )
     result.stdout.fnmatch_lines(["*trt_engine (string):*", "*trt_strict (bool):*"])
 
 
-def test_silero_fp32_passes_and_writes_summary(pytester: pytest.Pytester, gate_dir: Path, silero_onnx: Path) -> None:
+def test_silero_fp32_passes_and_writes_summary(
+    pytester: pytest.Pytester, gate_dir: Path, silero_onnx: Path
+) -> None:
     out = pytester.path / "artifacts"
     result = pytester.runpytest_subprocess(*gate_args(silero_onnx, out))
     assert_gate_passed(result)
-    result.stdout.fnmatch_lines([
-        "*trtparity gate*",
-        "functional: pass (300 chunks)",
-        "*output*max_abs*100%",
-        "*stateN*max_abs*100%",
-        "verdict: PASS*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*trtparity gate*",
+            "functional: pass (300 chunks)",
+            "*output*max_abs*100%",
+            "*stateN*max_abs*100%",
+            "verdict: PASS*",
+        ]
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["verdict"] == "pass"
     assert summary["suites"]["functional"]["chunks_run"] == 300
     assert summary["suites"]["functional"]["aggregates"]["output"]["worst"] < 1e-5
 
 
-def test_silero_half_fails_naming_output_and_metric(pytester: pytest.Pytester, gate_dir: Path, silero_half_onnx: Path) -> None:
+def test_silero_half_fails_naming_output_and_metric(
+    pytester: pytest.Pytester, gate_dir: Path, silero_half_onnx: Path
+) -> None:
     out = pytester.path / "artifacts"
     result = pytester.runpytest_subprocess(*gate_args(silero_half_onnx, out))
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert result.parseoutcomes().get("failed", 0) >= 1
-    result.stdout.fnmatch_lines([
-        "functional parity failed: * finding(s)",
-        "output 'output': max_abs 0.9* on chunk default#* is above the fail tier 0.001",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "functional parity failed: * finding(s)",
+            "output 'output': max_abs 0.9* on chunk default#* is above the fail tier 0.001",
+        ]
+    )
     assert json.loads((out / "summary.json").read_text())["verdict"] == "fail"
 
 
-def test_ini_keys_configure_the_gate(pytester: pytest.Pytester, gate_dir: Path, silero_onnx: Path) -> None:
+def test_ini_keys_configure_the_gate(
+    pytester: pytest.Pytester, gate_dir: Path, silero_onnx: Path
+) -> None:
     pytester.makeini(f"""
         [pytest]
         trt_engine = {silero_onnx}
@@ -74,7 +92,9 @@ def test_ini_keys_configure_the_gate(pytester: pytest.Pytester, gate_dir: Path, 
     assert (pytester.path / "ini-artifacts" / "summary.json").is_file()
 
 
-def test_command_line_overrides_ini(pytester: pytest.Pytester, gate_dir: Path, silero_onnx: Path, silero_half_onnx: Path) -> None:
+def test_command_line_overrides_ini(
+    pytester: pytest.Pytester, gate_dir: Path, silero_onnx: Path, silero_half_onnx: Path
+) -> None:
     pytester.makeini(f"""
         [pytest]
         trt_engine = {silero_onnx}
@@ -82,19 +102,29 @@ def test_command_line_overrides_ini(pytester: pytest.Pytester, gate_dir: Path, s
         trt_ref = {SILERO_REF}
         trt_mode = functional
     """)
-    result = pytester.runpytest_subprocess(f"--trt-engine={silero_half_onnx}", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess(
+        f"--trt-engine={silero_half_onnx}", "-p", "no:cacheprovider"
+    )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
-def test_missing_engine_option_is_an_error_not_a_pass(pytester: pytest.Pytester, gate_dir: Path) -> None:
-    result = pytester.runpytest_subprocess(f"--trt-contract={SILERO_CONTRACT}", f"--trt-ref={SILERO_REF}", *FUNCTIONAL)
+def test_missing_engine_option_is_an_error_not_a_pass(
+    pytester: pytest.Pytester, gate_dir: Path
+) -> None:
+    result = pytester.runpytest_subprocess(
+        f"--trt-contract={SILERO_CONTRACT}", f"--trt-ref={SILERO_REF}", *FUNCTIONAL
+    )
     assert result.ret != 0
-    result.stdout.fnmatch_lines(["*no engine given: pass --trt-engine PATH or set trt_engine in your ini file*"])
+    result.stdout.fnmatch_lines(
+        ["*no engine given: pass --trt-engine PATH or set trt_engine in your ini file*"]
+    )
     assert "passed" not in result.stdout.lines[-1] or "error" in result.stdout.lines[-1]
 
 
 def test_missing_engine_file_names_the_path(pytester: pytest.Pytester, gate_dir: Path) -> None:
-    result = pytester.runpytest_subprocess(*gate_args(pytester.path / "nope.onnx", pytester.path / "a"))
+    result = pytester.runpytest_subprocess(
+        *gate_args(pytester.path / "nope.onnx", pytester.path / "a")
+    )
     assert result.ret != 0
     result.stdout.fnmatch_lines(["*nope.onnx: engine file not found*"])
 
@@ -104,7 +134,9 @@ def test_unknown_extension_says_how_to_fix(pytester: pytest.Pytester, gate_dir: 
     engine.write_bytes(b"x")
     result = pytester.runpytest_subprocess(*gate_args(engine, pytester.path / "a"))
     assert result.ret != 0
-    result.stdout.fnmatch_lines(["*model.bin: cannot tell the backend from the extension '.bin'*--trt-backend*"])
+    result.stdout.fnmatch_lines(
+        ["*model.bin: cannot tell the backend from the extension '.bin'*--trt-backend*"]
+    )
 
 
 def test_bad_choice_is_a_usage_error(pytester: pytest.Pytester) -> None:
@@ -123,10 +155,14 @@ def test_bad_ini_bool_is_a_usage_error(pytester: pytest.Pytester) -> None:
 def test_uninstalled_package_engine_is_named(pytester: pytest.Pytester, gate_dir: Path) -> None:
     result = pytester.runpytest_subprocess("--trt-engine=pkg:no_such_pkg_xyz/model.onnx")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*'pkg:no_such_pkg_xyz/model.onnx': package 'no_such_pkg_xyz' is not installed*"])
+    result.stderr.fnmatch_lines(
+        ["*'pkg:no_such_pkg_xyz/model.onnx': package 'no_such_pkg_xyz' is not installed*"]
+    )
 
 
-def test_unresolvable_ini_engine_fails_the_gate_but_not_other_tests(pytester: pytest.Pytester, gate_dir: Path) -> None:
+def test_unresolvable_ini_engine_fails_the_gate_but_not_other_tests(
+    pytester: pytest.Pytester, gate_dir: Path
+) -> None:
     pytester.makeini(f"""
         [pytest]
         trt_engine = pkg:no_such_pkg_xyz/model.onnx
@@ -138,7 +174,11 @@ def test_unresolvable_ini_engine_fails_the_gate_but_not_other_tests(pytester: py
     unrelated.assert_outcomes(passed=1)
     gate = pytester.runpytest_subprocess("test_functional.py", "-p", "no:cacheprovider")
     assert gate.ret == pytest.ExitCode.TESTS_FAILED
-    gate.stdout.fnmatch_lines(["*ini key trt_engine: 'pkg:no_such_pkg_xyz/model.onnx': package 'no_such_pkg_xyz' is not installed*"])
+    gate.stdout.fnmatch_lines(
+        [
+            "*ini key trt_engine: 'pkg:no_such_pkg_xyz/model.onnx': package 'no_such_pkg_xyz' is not installed*"
+        ]
+    )
 
 
 def _tight_contract(tmp: Path, **tiers: dict[str, float]) -> Path:
@@ -152,31 +192,57 @@ def _tight_contract(tmp: Path, **tiers: dict[str, float]) -> Path:
     return path
 
 
-def test_warn_tier_warns_and_strict_fails(pytester: pytest.Pytester, gate_dir: Path, silero_onnx: Path) -> None:
+def test_warn_tier_warns_and_strict_fails(
+    pytester: pytest.Pytester, gate_dir: Path, silero_onnx: Path
+) -> None:
     contract = _tight_contract(pytester.path, output={"warn": 1e-7, "fail": 1e-3})
-    args = [f"--trt-engine={silero_onnx}", f"--trt-contract={contract}", f"--trt-ref={SILERO_REF}", *FUNCTIONAL]
+    args = [
+        f"--trt-engine={silero_onnx}",
+        f"--trt-contract={contract}",
+        f"--trt-ref={SILERO_REF}",
+        *FUNCTIONAL,
+    ]
     result = pytester.runpytest_subprocess(*args)
     assert_gate_passed(result)
     assert result.parseoutcomes().get("warnings", 0) >= 1
-    result.stdout.fnmatch_lines(["*ParityWarning: output 'output': max_abs * is above the warn tier 1e-07*", "verdict: WARN*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*ParityWarning: output 'output': max_abs * is above the warn tier 1e-07*",
+            "verdict: WARN*",
+        ]
+    )
     strict = pytester.runpytest_subprocess(*args, "--trt-strict")
     assert strict.ret == pytest.ExitCode.TESTS_FAILED
     strict.stdout.fnmatch_lines(["*(--trt-strict: warnings fail)*", "verdict: FAIL*"])
 
 
-def test_non_blocking_output_only_warns(pytester: pytest.Pytester, gate_dir: Path, silero_onnx: Path) -> None:
+def test_non_blocking_output_only_warns(
+    pytester: pytest.Pytester, gate_dir: Path, silero_onnx: Path
+) -> None:
     raw = json.loads(SILERO_CONTRACT.read_text())
-    raw["tolerances"]["stateN"] = {"chunk": {"fail": 1e-9}, "blocking": False, "note": "known issue"}
+    raw["tolerances"]["stateN"] = {
+        "chunk": {"fail": 1e-9},
+        "blocking": False,
+        "note": "known issue",
+    }
     contract = pytester.path / "nb.json"
     contract.write_text(json.dumps(raw))
-    result = pytester.runpytest_subprocess(f"--trt-engine={silero_onnx}", f"--trt-contract={contract}",
-                                           f"--trt-ref={SILERO_REF}", *FUNCTIONAL)
+    result = pytester.runpytest_subprocess(
+        f"--trt-engine={silero_onnx}",
+        f"--trt-contract={contract}",
+        f"--trt-ref={SILERO_REF}",
+        *FUNCTIONAL,
+    )
     assert_gate_passed(result)
     assert result.parseoutcomes().get("warnings", 0) >= 1
-    result.stdout.fnmatch_lines(["*output 'stateN': max_abs * is above the fail tier 1e-09 (non-blocking: known issue)*"])
+    result.stdout.fnmatch_lines(
+        ["*output 'stateN': max_abs * is above the fail tier 1e-09 (non-blocking: known issue)*"]
+    )
 
 
-def test_gate_run_whose_suites_all_skip_fails(pytester: pytest.Pytester, gate_dir: Path, silero_onnx: Path) -> None:
+def test_gate_run_whose_suites_all_skip_fails(
+    pytester: pytest.Pytester, gate_dir: Path, silero_onnx: Path
+) -> None:
     pytester.makeconftest("""
         import pytest
         def pytest_runtest_setup(item):
@@ -189,6 +255,10 @@ def test_gate_run_whose_suites_all_skip_fails(pytester: pytest.Pytester, gate_di
     result.stdout.fnmatch_lines(["ERROR: no gating suite produced a result", "verdict: FAIL*"])
 
 
-def test_gate_run_with_nothing_selected_is_not_a_pass(pytester: pytest.Pytester, gate_dir: Path, silero_onnx: Path) -> None:
-    result = pytester.runpytest_subprocess(*gate_args(silero_onnx, pytester.path / "a", "-k", "no_such_test"))
+def test_gate_run_with_nothing_selected_is_not_a_pass(
+    pytester: pytest.Pytester, gate_dir: Path, silero_onnx: Path
+) -> None:
+    result = pytester.runpytest_subprocess(
+        *gate_args(silero_onnx, pytester.path / "a", "-k", "no_such_test")
+    )
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED

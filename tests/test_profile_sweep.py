@@ -173,9 +173,24 @@ def test_inputs_of_one_point_come_from_one_chunk() -> None:
     from pytest_trtparity.reference.reader import Record
 
     contract = load_contract(SILERO_CONTRACT)
-    first = Record("s", 0, {"input": np.zeros((1, 576), np.float32), "state": np.ones((2, 1, 128), np.float32)}, {})
-    second = Record("s", 1, {"input": np.full((1, 576), 2, np.float32), "state": np.full((2, 1, 128), 3, np.float32)}, {})
-    odd = Record("s", 2, {"input": np.zeros((1, 512), np.float32), "state": np.full((2, 1, 128), 9, np.float32)}, {})
+    first = Record(
+        "s",
+        0,
+        {"input": np.zeros((1, 576), np.float32), "state": np.ones((2, 1, 128), np.float32)},
+        {},
+    )
+    second = Record(
+        "s",
+        1,
+        {"input": np.full((1, 576), 2, np.float32), "state": np.full((2, 1, 128), 3, np.float32)},
+        {},
+    )
+    odd = Record(
+        "s",
+        2,
+        {"input": np.zeros((1, 512), np.float32), "state": np.full((2, 1, 128), 9, np.float32)},
+        {},
+    )
     point = SweepPoint("stream", ("min",), {"input": (1, 576), "state": (2, 1, 128)})
     feeds = gather_feeds(contract, [point], [odd, first, second])[point.label]
     assert feeds.sources == {"input": "reference chunk s#0", "state": "reference chunk s#0"}

@@ -397,11 +397,6 @@ def test_codec_round_trip_is_bit_exact(
         assert back.tobytes() == array.tobytes()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="dtypes.float32_to_bfloat16_bits indexes a numpy scalar for rank-0 input",
-)
 def test_bfloat16_scalar_round_trip() -> None:
     array = np.asarray(np.float32(1.5))
     back = decode_tensor(encode_tensor(array, dtype="bfloat16"), where="mem:1", field="t")

@@ -27,7 +27,9 @@ def arrays() -> dict[str, np.ndarray]:
             out[name] = np.array([[info.min, 0, info.max]], dtype=dtypes.host_dtype(name))
         elif name == "bfloat16":
             # exactly representable: 1.0, -2.5 and the largest finite bfloat16
-            out[name] = dtypes.bfloat16_bits_to_float32(np.array([0x3F80, 0xC020, 0x7F7F], dtype=np.uint16))
+            out[name] = dtypes.bfloat16_bits_to_float32(
+                np.array([0x3F80, 0xC020, 0x7F7F], dtype=np.uint16)
+            )
         else:
             out[name] = rng.normal(size=(3,)).astype(dtypes.host_dtype(name))
     out["rank0"] = np.array(7, dtype=np.int64)
@@ -48,7 +50,9 @@ def test_every_dtype_round_trips_bit_exact(tmp_path: Path, suffix: str) -> None:
         got = records[0].inputs[name]
         assert got.shape == value.shape and got.dtype == value.dtype, name
         assert got.tobytes() == value.tobytes(), name
-    assert records[1].outputs["special"].view(np.uint32).tolist() == SPECIAL.view(np.uint32).tolist()
+    assert (
+        records[1].outputs["special"].view(np.uint32).tolist() == SPECIAL.view(np.uint32).tolist()
+    )
 
 
 def test_values_encoding_round_trips(tmp_path: Path) -> None:
@@ -80,7 +84,9 @@ def test_header_records_count_catches_a_file_cut_at_a_line_boundary(tmp_path: Pa
     assert header is not None and header.records == 3
     lines = path.read_bytes().splitlines(keepends=True)
     path.write_bytes(b"".join(lines[:-1]))
-    with pytest.raises(ReferenceFormatError, match=r"r.jsonl: header says 3 records but the file holds 2"):
+    with pytest.raises(
+        ReferenceFormatError, match=r"r.jsonl: header says 3 records but the file holds 2"
+    ):
         list(read_records(path))
 
 

@@ -26,7 +26,9 @@ def atomic_open(path: Path, mode: str = "w") -> Iterator[IO[str] | IO[bytes]]:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.chmod(tmp, default_mode())
     except OSError as exc:
-        raise ConfigError(f"{path.parent}: artifacts folder cannot be written: {exc.strerror or exc}") from None
+        raise ConfigError(
+            f"{path.parent}: artifacts folder cannot be written: {exc.strerror or exc}"
+        ) from None
     try:
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(fd, mode, encoding=encoding) as fh:
@@ -50,3 +52,15 @@ def write_bytes(path: Path, data: bytes) -> Path:
     with atomic_open(path, "wb") as fh:
         fh.write(data)  # type: ignore[arg-type]
     return path
+
+
+def ensure_writable(folder: Path) -> None:
+    """Fail before the run, not after it, when the artifacts cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".trtparity-probe."):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"{folder}: artifacts folder cannot be written: {exc.strerror or exc} (set --trt-artifacts)"
+        ) from None

@@ -204,7 +204,9 @@ class Backend(ABC):
         given = set(feeds) | set(carry)
         extra = sorted(given - names)
         if extra:
-            raise BindingError(f"{self.path.name}: extra keys in feeds: {', '.join(extra)} (engine inputs: {', '.join(sorted(names))})")
+            raise BindingError(
+                f"{self.path.name}: extra keys in feeds: {', '.join(extra)} (engine inputs: {', '.join(sorted(names))})"
+            )
         missing = sorted(names - given)
         if missing:
             raise BindingError(f"{self.path.name}: some inputs are missing: {', '.join(missing)}")
@@ -235,7 +237,9 @@ class Backend(ABC):
     def _close_impl(self) -> None:  # noqa: B027 - most backends hold nothing to release
         pass
 
-    def _run_impl(self, feeds: Mapping[str, np.ndarray], carry: Mapping[str, str]) -> dict[str, np.ndarray]:
+    def _run_impl(
+        self, feeds: Mapping[str, np.ndarray], carry: Mapping[str, str]
+    ) -> dict[str, np.ndarray]:
         """Default: a host-side backend; carried inputs come from the last outputs."""
         merged = dict(feeds)
         for inp, out in carry.items():

@@ -40,7 +40,9 @@ def parse_provider(name: str) -> str:
         return PROVIDERS[key]
     if name in PROVIDERS.values():
         return name
-    raise BackendError(f"unknown onnxruntime provider {name!r}; expected one of {', '.join(PROVIDERS)}")
+    raise BackendError(
+        f"unknown onnxruntime provider {name!r}; expected one of {', '.join(PROVIDERS)}"
+    )
 
 
 def tensorrt_ep_options(options: Mapping[str, Any]) -> dict[str, str]:
@@ -55,7 +57,9 @@ def tensorrt_ep_options(options: Mapping[str, Any]) -> dict[str, str]:
         out["trt_engine_cache_path"] = str(cache)
         out["trt_timing_cache_path"] = str(cache)
     precision = str(options.get("precision") or "fp32")
-    flag = {"fp16": "trt_fp16_enable", "bf16": "trt_bf16_enable", "int8": "trt_int8_enable"}.get(precision)
+    flag = {"fp16": "trt_fp16_enable", "bf16": "trt_bf16_enable", "int8": "trt_int8_enable"}.get(
+        precision
+    )
     if flag:
         out[flag] = "True"
     if options.get("workspace"):
@@ -86,7 +90,11 @@ class OnnxRuntimeBackend(Backend):
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        providers = [self.provider] if self.provider == PROVIDERS["cpu"] else [self.provider, PROVIDERS["cpu"]]
+        providers = (
+            [self.provider]
+            if self.provider == PROVIDERS["cpu"]
+            else [self.provider, PROVIDERS["cpu"]]
+        )
         if self.provider == PROVIDERS["tensorrt"]:
             ep_options = tensorrt_ep_options(self.options)
             if "trt_engine_cache_path" in ep_options:
@@ -114,7 +122,9 @@ class OnnxRuntimeBackend(Backend):
         try:
             dt = dtypes.ORT_TYPES[arg.type]
         except KeyError:
-            raise EngineLoadError(f"{self.path}: tensor {arg.name!r} has unsupported type {arg.type}") from None
+            raise EngineLoadError(
+                f"{self.path}: tensor {arg.name!r} has unsupported type {arg.type}"
+            ) from None
         return IOInfo(arg.name, dt, tuple(_dim(d) for d in arg.shape))
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -122,11 +132,15 @@ class OnnxRuntimeBackend(Backend):
         try:
             if any(t.dtype == "bfloat16" for t in (*self.inputs, *self.outputs)):
                 return self._infer_bfloat16(feeds)
-            values = self.session.run(names, {k: np.asarray(v, order="C") for k, v in feeds.items()})
+            values = self.session.run(
+                names, {k: np.asarray(v, order="C") for k, v in feeds.items()}
+            )
         except BackendError:
             raise
         except Exception as exc:
-            raise BackendError(f"{self.path.name}: onnxruntime run failed: {str(exc).splitlines()[0]}") from None
+            raise BackendError(
+                f"{self.path.name}: onnxruntime run failed: {str(exc).splitlines()[0]}"
+            ) from None
         return dict(zip(names, (np.asarray(v) for v in values), strict=True))
 
     def _infer_bfloat16(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -140,7 +154,9 @@ class OnnxRuntimeBackend(Backend):
             info = self.input_info(name)
             if info is not None and info.dtype == "bfloat16":
                 bits = dtypes.float32_to_bfloat16_bits(array)
-                binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy_with_onnx_type(bits, bf16))
+                binding.bind_ortvalue_input(
+                    name, ort.OrtValue.ortvalue_from_numpy_with_onnx_type(bits, bf16)
+                )
             else:
                 binding.bind_cpu_input(name, np.asarray(array, order="C"))
         for out in self.outputs:
@@ -154,7 +170,11 @@ class OnnxRuntimeBackend(Backend):
             shape = tuple(value.shape())
             count = int(np.prod(shape)) if shape else 1
             raw = (ctypes.c_uint16 * count).from_address(value.data_ptr())
-            bits = np.frombuffer(memoryview(raw), dtype=np.uint16).copy().reshape(shape) if count else np.zeros(shape, np.uint16)
+            bits = (
+                np.frombuffer(memoryview(raw), dtype=np.uint16).copy().reshape(shape)
+                if count
+                else np.zeros(shape, np.uint16)
+            )
             result[out.name] = dtypes.bfloat16_bits_to_float32(bits)
         return result
 

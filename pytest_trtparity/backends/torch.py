@@ -12,6 +12,7 @@ torch is imported only when this backend loads.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
 import warnings
@@ -108,10 +109,10 @@ class TorchBackend(Backend):
         if self.cuda:
             self._check_cuda(torch)
             torch.cuda.init()
-            try:
+            # before the caching allocator's first allocation there is no peak to reset, and
+            # torch raises "Invalid device argument"
+            with contextlib.suppress(RuntimeError):
                 torch.cuda.reset_peak_memory_stats(self.device)
-            except RuntimeError:
-                pass  # the caching allocator has not allocated yet: there is no peak to reset
         threads = int(self.options.get("threads") or 0)
         if threads:
             torch.set_num_threads(threads)  # process-wide: PyTorch has no per-module setting

@@ -18,7 +18,9 @@ def register(sub: Any) -> None:
     init.set_defaults(func=_init)
     check = verbs.add_parser("check", help="validate a contract against its schema and itself")
     check.add_argument("contract", type=Path, metavar="FILE")
-    check.add_argument("--onnx", type=Path, help="also check this ONNX model's I/O against the contract")
+    check.add_argument(
+        "--onnx", type=Path, help="also check this ONNX model's I/O against the contract"
+    )
     check.set_defaults(func=_check)
 
 

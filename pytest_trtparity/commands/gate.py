@@ -19,7 +19,8 @@ def suites_dir() -> Path:
 
 def register(sub: Any) -> None:
     parser = sub.add_parser(
-        "gate", help="run the gate (pytest on the bundled suites); extra arguments go to pytest",
+        "gate",
+        help="run the gate (pytest on the bundled suites); extra arguments go to pytest",
         description="Equivalent to `pytest <suites> ARGS`: pass --trt-engine, --trt-contract, --trt-ref, ...",
     )
     parser.add_argument("pytest_args", nargs=argparse.REMAINDER, help="arguments for pytest")

@@ -10,9 +10,13 @@ from typing import Any
 def register(sub: Any) -> None:
     parser = sub.add_parser("reference", help="inspect a v1 reference file")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    check = verbs.add_parser("check", help="read every record strictly; optionally against a contract")
+    check = verbs.add_parser(
+        "check", help="read every record strictly; optionally against a contract"
+    )
     check.add_argument("reference", type=Path, metavar="FILE")
-    check.add_argument("--contract", type=Path, help="check every record's tensors against this contract")
+    check.add_argument(
+        "--contract", type=Path, help="check every record's tensors against this contract"
+    )
     check.set_defaults(func=_check)
 
 

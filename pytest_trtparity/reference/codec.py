@@ -86,7 +86,11 @@ class Base64Span:
     __slots__ = ("buf", "end", "release", "start")
 
     def __init__(
-        self, buf: memoryview, start: int, end: int, release: Callable[[int, int], None] | None = None
+        self,
+        buf: memoryview,
+        start: int,
+        end: int,
+        release: Callable[[int, int], None] | None = None,
     ) -> None:
         self.buf = buf
         self.start = start
@@ -138,7 +142,9 @@ def _shape(raw: Any, where: str, field: str) -> tuple[int, ...]:
         raise _fail(where, f"{field}.shape", f"must be a list of sizes, got {type(raw).__name__}")
     for i, dim in enumerate(raw):
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
-            raise _fail(where, f"{field}.shape[{i}]", f"must be a non-negative integer, got {dim!r}")
+            raise _fail(
+                where, f"{field}.shape[{i}]", f"must be a non-negative integer, got {dim!r}"
+            )
     return tuple(raw)
 
 
@@ -160,7 +166,9 @@ def decode_tensor(raw: Any, *, where: str, field: str, base_dir: Path | None = N
     name = raw["dtype"]
     if not isinstance(name, str) or name not in dtypes.WIRE_DTYPES:
         raise _fail(
-            where, f"{field}.dtype", f"unknown dtype {name!r}; expected one of {', '.join(dtypes.SUPPORTED)}"
+            where,
+            f"{field}.dtype",
+            f"unknown dtype {name!r}; expected one of {', '.join(dtypes.SUPPORTED)}",
         )
     shape = _shape(raw["shape"], where, field)
     present = [k for k in _PAYLOAD_KEYS if k in raw]
@@ -179,7 +187,9 @@ def decode_tensor(raw: Any, *, where: str, field: str, base_dir: Path | None = N
     return array
 
 
-def _from_b64(payload: Any, name: str, shape: tuple[int, ...], where: str, field: str) -> np.ndarray:
+def _from_b64(
+    payload: Any, name: str, shape: tuple[int, ...], where: str, field: str
+) -> np.ndarray:
     data: bytes | np.ndarray
     if isinstance(payload, Base64Span):
         data = payload.decode()
@@ -217,19 +227,25 @@ def _flatten(values: Any, shape: tuple[int, ...], where: str, field: str) -> Ite
         if not isinstance(node, list):
             raise _fail(where, path, f"expected a list of {shape[depth]} for shape {list(shape)}")
         if len(node) != shape[depth]:
-            raise _fail(where, path, f"has {len(node)} entries, shape {list(shape)} needs {shape[depth]}")
+            raise _fail(
+                where, path, f"has {len(node)} entries, shape {list(shape)} needs {shape[depth]}"
+            )
         for i in range(len(node) - 1, -1, -1):
             stack.append((node[i], depth + 1, f"{path}[{i}]"))
 
 
-def _from_values(values: Any, name: str, shape: tuple[int, ...], where: str, field: str) -> np.ndarray:
+def _from_values(
+    values: Any, name: str, shape: tuple[int, ...], where: str, field: str
+) -> np.ndarray:
     flat = list(_flatten(values, shape, where, field))
     is_bool = name == "bool"
     is_int = name in dtypes.INT_DTYPES
     for i, v in enumerate(flat):
         if is_bool:
             if not isinstance(v, bool):
-                raise _fail(where, field, f"element {i} is {v!r}; a bool tensor takes true/false only")
+                raise _fail(
+                    where, field, f"element {i} is {v!r}; a bool tensor takes true/false only"
+                )
         elif isinstance(v, bool) or not isinstance(v, int | float):
             raise _fail(where, field, f"element {i} is {v!r}; a {name} tensor takes numbers only")
         elif is_int and not isinstance(v, int):
@@ -271,10 +287,17 @@ def _from_npy(
     except (OSError, ValueError) as exc:
         raise _fail(where, field, f"sidecar {full} unreadable: {exc}") from None
     wire = dtypes.wire_dtype(name)
-    if array.dtype.newbyteorder("=") != wire.newbyteorder("=") or array.dtype.itemsize != wire.itemsize:
+    if (
+        array.dtype.newbyteorder("=") != wire.newbyteorder("=")
+        or array.dtype.itemsize != wire.itemsize
+    ):
         raise _fail(where, field, f"sidecar {full} holds {array.dtype}, the record says {name}")
     if tuple(array.shape) != shape:
-        raise _fail(where, field, f"sidecar {full} has shape {list(array.shape)}, the record says {list(shape)}")
+        raise _fail(
+            where,
+            field,
+            f"sidecar {full} has shape {list(array.shape)}, the record says {list(shape)}",
+        )
     return np.asarray(array)
 
 

@@ -76,7 +76,9 @@ def parse_line(data: bytes, where: str) -> Any:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ReferenceFormatError(f"{where}: invalid UTF-8 at byte {exc.start} of the line") from None
+        raise ReferenceFormatError(
+            f"{where}: invalid UTF-8 at byte {exc.start} of the line"
+        ) from None
     if not text.strip():
         raise ReferenceFormatError(f"{where}: blank line (a record or the header was expected)")
     try:
@@ -88,13 +90,17 @@ def parse_line(data: bytes, where: str) -> Any:
 def record_key(obj: Any, where: str) -> tuple[str, int]:
     """A record's (stream, chunk_index), checked; the first checks of `parse_record`."""
     if not isinstance(obj, dict):
-        raise ReferenceFormatError(f"{where}: a record must be a JSON object, got {type(obj).__name__}")
+        raise ReferenceFormatError(
+            f"{where}: a record must be a JSON object, got {type(obj).__name__}"
+        )
     for key in _RECORD_KEYS_REQUIRED:
         if key not in obj:
             raise ReferenceFormatError(f"{where}: {key}: missing")
     chunk = obj["chunk_index"]
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0:
-        raise ReferenceFormatError(f"{where}: chunk_index: must be a non-negative integer, got {chunk!r}")
+        raise ReferenceFormatError(
+            f"{where}: chunk_index: must be a non-negative integer, got {chunk!r}"
+        )
     stream = obj.get("stream", DEFAULT_STREAM)
     if not isinstance(stream, str) or not stream:
         raise ReferenceFormatError(f"{where}: stream: must be a non-empty string, got {stream!r}")
@@ -124,10 +130,14 @@ def parse_header(obj: Any, where: str) -> Header | None:
         return None
     tag = obj["trtparity"]
     if tag != FORMAT_TAG:
-        raise ReferenceFormatError(f"{where}: trtparity: unsupported format {tag!r}; this reader reads {FORMAT_TAG!r}")
+        raise ReferenceFormatError(
+            f"{where}: trtparity: unsupported format {tag!r}; this reader reads {FORMAT_TAG!r}"
+        )
     count = obj.get("records")
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
-        raise ReferenceFormatError(f"{where}: records: must be a non-negative integer, got {count!r}")
+        raise ReferenceFormatError(
+            f"{where}: records: must be a non-negative integer, got {count!r}"
+        )
     return Header(metadata=dict(obj), records=count)
 
 
@@ -154,7 +164,9 @@ class ReferenceReader:
     `fast=False` reads every line with the strict path alone (the fast path's yardstick in tests).
     """
 
-    def __init__(self, path: str | Path, *, max_line_bytes: int = MAX_LINE_BYTES, fast: bool = True) -> None:
+    def __init__(
+        self, path: str | Path, *, max_line_bytes: int = MAX_LINE_BYTES, fast: bool = True
+    ) -> None:
         self.path = Path(path)
         self.max_line_bytes = max_line_bytes
         self.fast = fast
@@ -181,7 +193,11 @@ class ReferenceReader:
                 yield item
         if count == 0:
             raise ReferenceFormatError(f"{source}: the reference holds no records")
-        if self.header is not None and self.header.records is not None and self.header.records != count:
+        if (
+            self.header is not None
+            and self.header.records is not None
+            and self.header.records != count
+        ):
             raise ReferenceFormatError(
                 f"{source}: header says {self.header.records} records but the file holds {count} "
                 "(cut short or appended to?)"
@@ -300,7 +316,9 @@ class ReferenceReader:
             "(is the file being written?)"
         )
 
-    def _try_indexed(self, lines: LineSource, entry: _index.Entry, key: tuple[str, int]) -> Record | None:
+    def _try_indexed(
+        self, lines: LineSource, entry: _index.Entry, key: tuple[str, int]
+    ) -> Record | None:
         try:
             line, crc = lines.line_at(entry.line, entry.offset, entry.length)
         except FastPathMiss:

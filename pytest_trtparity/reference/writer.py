@@ -53,7 +53,9 @@ class ReferenceWriter:
         self._next: dict[str, int] = {}
         self.gz = self.path.suffix == ".gz"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
+        )
         os.close(fd)
         os.chmod(tmp, default_mode())
         self._tmp = Path(tmp)
