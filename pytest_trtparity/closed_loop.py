@@ -98,18 +98,12 @@ def run_closed_loop(
             got = feeder.step(record, feeds)
             check_chunk(result, contract, record, got, suite=SUITE)
             ran[record.stream] = ran.get(record.stream, 0) + 1
-            result.chunks_run += 1
-            if record.stream not in result.streams:
-                result.streams.append(record.stream)
+            result.chunk_done(record.stream)
             if on_chunk:
                 on_chunk(result.chunks_run)
     except TrtParityError as exc:
         result.error = str(exc)
-    if result.error is None:
-        if result.chunks_run == 0:
-            result.error = "no chunk ran"
-        else:
-            result.complete = True
+    result.finish()
     result.extra["state"] = [
         {"output": p.output, "input": p.input, "initial": p.initial} for p in pairs
     ]

@@ -136,18 +136,11 @@ def run_functional(
             backend.reset_state()
             got = run_step(backend, record, feeds)
             check_chunk(result, contract, record, got, suite=suite)
-            result.chunks_run += 1
-            if record.stream not in result.streams:
-                result.streams.append(record.stream)
+            result.chunk_done(record.stream)
             if on_chunk:
                 on_chunk(result.chunks_run)
     except TrtParityError as exc:
         result.error = str(exc)
-        judge_result(result, contract, suite=suite)
-        return result
-    if result.chunks_run == 0:
-        result.error = "no chunk ran"
-    else:
-        result.complete = True
+    result.finish()
     judge_result(result, contract, suite=suite)
     return result

@@ -77,6 +77,19 @@ class SuiteResult:
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def chunk_done(self, stream: str) -> None:
+        self.chunks_run += 1
+        if stream not in self.streams:
+            self.streams.append(stream)
+
+    def finish(self) -> None:
+        """Complete unless an error stopped the run or nothing ran: an empty run is never a pass."""
+        if self.error is None:
+            if self.chunks_run == 0:
+                self.error = "no chunk ran"
+            else:
+                self.complete = True
+
     @property
     def verdict(self) -> Level:
         if self.error or not self.complete:
