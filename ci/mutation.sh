@@ -47,6 +47,7 @@ pytest_add_cli_args_test_selection =
     tests/test_catalogue_compare.py
     tests/test_properties.py
     tests/test_compare_metrics.py
+    tests/test_mutation_kills.py
 pytest_add_cli_args =
     -p
     no:cacheprovider

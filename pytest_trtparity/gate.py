@@ -199,10 +199,10 @@ def percentile(values: Sequence[float], q: float) -> float:
     upper = float(np.percentile(arr, q, method="higher"))
     if lower == upper:
         return lower
-    big = np.finfo(np.float64).max
-    if float(np.percentile(np.clip(arr, -big, big), q)) == max(lower, -big):
-        return lower  # the percentile falls exactly on the lower neighbour
-    return upper if math.isinf(upper) else lower  # any weight on an infinite neighbour is infinite
+    # lower != upper: both neighbours have a positive weight, and any weight on an infinity is infinite
+    if math.isinf(upper) or math.isinf(lower):
+        return upper if math.isinf(upper) else lower
+    return float(np.percentile(arr, q))  # finite neighbours: numpy interpolates them exactly
 
 
 def pass_rate(values: Sequence[float], within: float) -> float:
