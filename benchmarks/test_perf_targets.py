@@ -6,8 +6,9 @@ Not part of the CI test suite (testpaths is tests/): a timing target on a shared
 a flaky test, not a check. Each target compares two things measured in the same process, in the
 same run, interleaved, so the ratio holds when the machine is slower or busier.
 
-* The harness's own work a chunk (feeds, comparison) stays under 5% of the engine's time for a model
-  whose chunk takes 1 ms or more (the benchmark stream encoder, about 3 ms on a laptop-class CPU).
+* The harness's own work a chunk in a parity run (the loop around each engine step; comparisons run
+  on a worker thread) stays under 5% of the engine's time for a model whose chunk takes 1 ms or more
+  (the benchmark stream encoder, about 3.5 ms here).
 * The PyTorch backend adds under 5% to calling the same TorchScript module directly.
 """
 
@@ -22,7 +23,9 @@ import pytest
 
 from pytest_trtparity.backends import open_backend
 from pytest_trtparity.backends.torch import contract_options
+from pytest_trtparity.closed_loop import run_closed_loop
 from pytest_trtparity.contract import load_contract
+from pytest_trtparity.functional import run_functional
 from pytest_trtparity.latency import run_latency
 from pytest_trtparity.reference import ReferenceReader
 
@@ -40,7 +43,35 @@ def encoder(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return stream_model.export(tmp_path_factory.mktemp("stream"), chunks=32)
 
 
-def test_harness_overhead_is_under_five_percent(benchmark: Any, encoder: dict[str, Path]) -> None:
+@pytest.mark.parametrize("mode", ["functional", "closed_loop"])
+def test_harness_overhead_is_under_five_percent(
+    benchmark: Any, encoder: dict[str, Path], mode: str
+) -> None:
+    """The gate's loop as it runs: wall time of each chunk's loop body minus the engine step inside
+    it (feeds, handing the outputs to the checker, waiting for it), against that engine step."""
+    contract = load_contract(encoder["contract"])
+    backend = open_backend(encoder["onnx"], threads=1).load()
+    runner = run_functional if mode == "functional" else run_closed_loop
+    result = benchmark.pedantic(
+        lambda: runner(backend, contract, ReferenceReader(encoder["reference"])), rounds=3
+    )
+    assert result.complete and not result.failures(), result.error or result.failures()
+    harness = result.extra["harness"]
+    benchmark.extra_info.update(harness=harness)
+    if harness["engine_step_ms"] < 1.0:
+        pytest.skip(
+            f"the engine takes {harness['engine_step_ms']:.2f} ms a chunk; the target applies from 1 ms"
+        )
+    assert harness["overhead_share"] < OVERHEAD_TARGET, (
+        f"harness overhead {harness['overhead_ms']:.3f} ms a chunk is {harness['overhead_share']:.1%} "
+        f"of the engine step {harness['engine_step_ms']:.3f} ms (comparison {harness['compare_ms']:.3f} ms "
+        f"on the worker), over the {OVERHEAD_TARGET:.0%} target"
+    )
+
+
+def test_comparison_cost_is_reported(benchmark: Any, encoder: dict[str, Path]) -> None:
+    """The latency suite's own accounting: feeds plus comparison timed apart from the engine loop,
+    as if the comparison ran in line. Reported, not gated: the gate compares on a worker thread."""
     contract = load_contract(encoder["contract"])
     backend = open_backend(encoder["onnx"], threads=1).load()
     result = run_latency(
@@ -54,15 +85,7 @@ def test_harness_overhead_is_under_five_percent(benchmark: Any, encoder: dict[st
     )
     overhead = result.extra["overhead"]
     benchmark.extra_info.update(overhead=overhead, p50_ms=result.extra["p50_ms"])
-    if result.extra["p50_ms"] < 1.0:
-        pytest.skip(
-            f"the engine takes {result.extra['p50_ms']:.2f} ms a chunk; the target applies from 1 ms"
-        )
-    assert overhead["share"] < OVERHEAD_TARGET, (
-        f"harness overhead {overhead['per_chunk_ms']:.3f} ms a chunk (feeds {overhead['feeds_ms']:.3f}, "
-        f"compare {overhead['compare_ms']:.3f}) is {overhead['share']:.1%} of the engine's p50 "
-        f"{result.extra['p50_ms']:.3f} ms, over the {OVERHEAD_TARGET:.0%} target"
-    )
+    assert overhead["compare_ms"] > 0 and overhead["feeds_ms"] > 0
 
 
 def test_torch_backend_adds_under_five_percent(benchmark: Any, encoder: dict[str, Path]) -> None:

@@ -11,6 +11,7 @@ per-chunk error series are then judged for bound, mean and growth (`drift`).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,9 +21,10 @@ import numpy as np
 from . import drift
 from .backends.base import Backend
 from .bindings import record_feeds, record_outputs_problems
+from .checking import ChunkChecker
 from .contract import Contract, DriftCriteria, StatePair, Tier
 from .errors import BindingError, TrtParityError
-from .functional import ChunkCallback, check_chunk, run_step
+from .functional import ChunkCallback, run_step
 from .gate import Finding, Level, describe, judge, judge_series, tier_finding
 from .reference.reader import Record
 from .results import SuiteResult
@@ -90,17 +92,22 @@ def run_closed_loop(
     feeder = _Feeder(backend, pairs)
     ran: dict[str, int] = {}
     try:
-        for record in records:
-            if limit is not None and ran.get(record.stream, 0) >= limit:
-                continue
-            record_outputs_problems(contract, record.outputs, record.where)
-            feeds = record_feeds(contract, record.inputs, engine_inputs, record.where)
-            got = feeder.step(record, feeds)
-            check_chunk(result, contract, record, got, suite=SUITE)
-            ran[record.stream] = ran.get(record.stream, 0) + 1
-            result.chunk_done(record.stream)
-            if on_chunk:
-                on_chunk(result.chunks_run)
+        with ChunkChecker(result, contract, suite=SUITE) as checker:
+            for record in records:
+                if limit is not None and ran.get(record.stream, 0) >= limit:
+                    continue
+                body = time.perf_counter()
+                record_outputs_problems(contract, record.outputs, record.where)
+                feeds = record_feeds(contract, record.inputs, engine_inputs, record.where)
+                start = time.perf_counter()
+                got = feeder.step(record, feeds)
+                step = time.perf_counter() - start
+                checker.submit(record, got)
+                ran[record.stream] = ran.get(record.stream, 0) + 1
+                result.chunk_done(record.stream)
+                if on_chunk:
+                    on_chunk(result.chunks_run)
+                checker.timed(step * 1e3, (time.perf_counter() - body) * 1e3)
     except TrtParityError as exc:
         result.error = str(exc)
     result.finish()

@@ -4,6 +4,7 @@ output is compared with the reference and checked against the contract's invaria
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
@@ -127,18 +128,25 @@ def run_functional(
     """Run every record through the engine. A reader or binding error ends the run with what was
     gathered so far kept in the result (`complete` False, `error` set): nothing measured is lost,
     and an incomplete result is never a pass."""
+    from .checking import ChunkChecker
+
     result = SuiteResult(suite=suite)
     engine_inputs = backend.inputs
     try:
-        for record in records:
-            record_outputs_problems(contract, record.outputs, record.where)
-            feeds = record_feeds(contract, record.inputs, engine_inputs, record.where)
-            backend.reset_state()
-            got = run_step(backend, record, feeds)
-            check_chunk(result, contract, record, got, suite=suite)
-            result.chunk_done(record.stream)
-            if on_chunk:
-                on_chunk(result.chunks_run)
+        with ChunkChecker(result, contract, suite=suite) as checker:
+            for record in records:
+                body = time.perf_counter()
+                record_outputs_problems(contract, record.outputs, record.where)
+                feeds = record_feeds(contract, record.inputs, engine_inputs, record.where)
+                backend.reset_state()
+                start = time.perf_counter()
+                got = run_step(backend, record, feeds)
+                step = time.perf_counter() - start
+                checker.submit(record, got)
+                result.chunk_done(record.stream)
+                if on_chunk:
+                    on_chunk(result.chunks_run)
+                checker.timed(step * 1e3, (time.perf_counter() - body) * 1e3)
     except TrtParityError as exc:
         result.error = str(exc)
     result.finish()

@@ -489,7 +489,8 @@ def table_lines(extra: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"  harness overhead per chunk {fmt_ms(overhead['per_chunk_ms'])} ms (feeds {fmt_ms(overhead['feeds_ms'])}, "
             f"compare {fmt_ms(overhead['compare_ms'])}) = {overhead['share']:.1%} of p50; "
-            f"record decode {fmt_ms(overhead['decode_ms'])} ms, outside the timed loop"
+            f"record decode {fmt_ms(overhead['decode_ms'])} ms, outside the timed loop "
+            "(an upper bound: parity runs compare on a worker thread, see their harness line)"
         )
     if extra.get("graph_note"):
         lines.append(f"  {extra['graph_note']}")

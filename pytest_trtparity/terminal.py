@@ -36,6 +36,7 @@ def suite_lines(suite: str, body: Mapping[str, Any]) -> list[str]:
             f"{'-' if not isinstance(rate, float | int) else f'{rate:.0%}':>9}"
         )
     lines += drift_lines(body.get("extra", {}).get("drift", {}))
+    lines += harness_lines(body.get("extra", {}).get("harness"))
     findings = body.get("findings", [])
     for f in findings[:MAX_FINDINGS]:
         lines.append(f"  {f['level'].upper()}: {f['message']}")
@@ -44,6 +45,19 @@ def suite_lines(suite: str, body: Mapping[str, Any]) -> list[str]:
     if body.get("error"):
         lines.append(f"  ERROR: {body['error']}")
     return lines
+
+
+def harness_lines(harness: Mapping[str, Any] | None) -> list[str]:
+    """What the gate's own loop cost a chunk, next to the engine step it wraps."""
+    if not harness:
+        return []
+    share = harness.get("overhead_share")
+    return [
+        f"  harness: {_num(harness.get('overhead_ms'))} ms a chunk around an engine step of "
+        f"{_num(harness.get('engine_step_ms'))} ms"
+        + (f" ({share:.1%})" if isinstance(share, float) and share == share else "")
+        + f"; comparison {_num(harness.get('compare_ms'))} ms on a worker thread"
+    ]
 
 
 def drift_lines(drift: Mapping[str, Any]) -> list[str]:
