@@ -108,3 +108,30 @@ def test_gz_writer_output_is_a_gzip_stream(tmp_path: Path) -> None:
 def test_encode_refuses_nan_as_values() -> None:
     with pytest.raises(ValueError, match="use b64"):
         encode_tensor(np.float32([np.nan]), encoding="values")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            '{"chunk_index": 0, "inputs": {}, "outputs": {}',
+            "r.jsonl:1: invalid JSON at column 47: Expecting ',' delimiter (truncated or not JSON?)",
+        ),
+        (
+            '{"chunk_index": 0, "chunk_index": 1, "inputs": {}, "outputs": {}}',
+            "r.jsonl:1: duplicate key 'chunk_index'",
+        ),
+        (
+            '{"chunk_index": NaN, "inputs": {}, "outputs": {}}',
+            "r.jsonl:1: non-standard JSON token NaN (NaN and Infinity are not JSON)",
+        ),
+    ],
+)
+def test_only_syntax_errors_are_called_possibly_truncated(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_text(line + "\n")
+    with pytest.raises(ReferenceFormatError) as info:
+        list(read_records(path))
+    assert str(info.value).endswith(message)

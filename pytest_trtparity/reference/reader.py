@@ -84,7 +84,8 @@ def parse_line(data: bytes, where: str) -> Any:
     try:
         return strictjson.loads(text)
     except strictjson.StrictJSONError as exc:
-        raise ReferenceFormatError(f"{where}: {exc} (truncated or not JSON?)") from None
+        hint = " (truncated or not JSON?)" if str(exc).startswith("invalid JSON") else ""
+        raise ReferenceFormatError(f"{where}: {exc}{hint}") from None
 
 
 def record_key(obj: Any, where: str) -> tuple[str, int]:
