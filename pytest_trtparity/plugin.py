@@ -50,6 +50,12 @@ def settings_from_config(config: pytest.Config) -> GateSettings:
     return resolve_settings(cli, ini, cli_base=config.invocation_params.dir, ini_base=ini_base)
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import newhooks
+
+    pluginmanager.add_hookspecs(newhooks)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{MARKER}(suite): a gating suite of pytest-trtparity")
     from .session import GateSession
@@ -247,6 +253,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     gate = gate_session(config)
     if not gate.gate_items and not gate.results:
         return
+    for facts in config.hook.pytest_trtparity_environment(config=config):
+        gate.environment.update(facts or {})
     try:
         gate.write()
     except TrtParityError as exc:

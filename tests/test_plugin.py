@@ -262,3 +262,18 @@ def test_gate_run_with_nothing_selected_is_not_a_pass(
         *gate_args(silero_onnx, pytester.path / "a", "-k", "no_such_test")
     )
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+def test_environment_hook_adds_facts_to_the_summary(
+    pytester: pytest.Pytester, gate_dir: Path, silero_onnx: Path
+) -> None:
+    pytester.makeconftest("""
+        def pytest_trtparity_environment(config):
+            return {"gpu_driver": "580.159.04", "runner": "gpu-runner-7"}
+    """)
+    out = pytester.path / "artifacts"
+    result = pytester.runpytest_subprocess(*gate_args(silero_onnx, out))
+    assert_gate_passed(result)
+    environment = json.loads((out / "summary.json").read_text())["environment"]
+    assert environment["gpu_driver"] == "580.159.04" and environment["runner"] == "gpu-runner-7"
+    assert environment["backend"] == "onnxruntime"  # the plugin's own facts stay
