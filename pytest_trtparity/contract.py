@@ -273,11 +273,12 @@ def load_contract(path: str | Path) -> Contract:
     return contract_from_json(raw, path=path)
 
 
-def _line_of_error(text: str, exc: Exception) -> str:
+def _line_of_error(text: str, exc: strictjson.StrictJSONError) -> str:
     cause = exc.__context__
     if isinstance(cause, json.JSONDecodeError):
         return f":{cause.lineno}"
-    return ""
+    line = strictjson.locate(text, exc)
+    return f":{line}" if line is not None else ""
 
 
 def validate_schema(raw: Any, where: str) -> None:

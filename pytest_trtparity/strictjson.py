@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 
@@ -52,3 +53,67 @@ def loads(text: str) -> Any:
         raise StrictJSONError(f"invalid JSON at column {exc.colno}: {exc.msg}") from None
     except RecursionError:
         raise StrictJSONError("JSON nested too deeply") from None
+
+
+_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
+_TOKENS = ("NaN", "Infinity", "-Infinity")
+
+
+def locate(text: str, error: StrictJSONError) -> int | None:
+    """The line of the offence `error` reports, found by a plain scan of `text`.
+
+    The standard decoder's hooks see a duplicate key, a NaN token or an overflowing number without
+    its position, so an error path that wants "file:line" walks the text itself (contracts are small;
+    a reference's line is already known).
+    """
+    reason = str(error)
+    want = (
+        "duplicate"
+        if reason.startswith("duplicate key")
+        else "token"
+        if reason.startswith("non-standard JSON token")
+        else "number"
+        if "overflows" in reason
+        else None
+    )
+    if want is None:
+        return None
+    line = 1
+    stack: list[set[str] | None] = []  # a set of keys per open object, None per open array
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\n":
+            line += 1
+        elif c == '"':
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            k = j + 1
+            while k < n and text[k] in " \t\r\n":
+                k += 1
+            keys = stack[-1] if stack else None
+            if want == "duplicate" and keys is not None and k < n and text[k] == ":":
+                try:
+                    key = json.loads(text[i : j + 1])
+                except ValueError:
+                    return None
+                if key in keys:
+                    return line
+                keys.add(key)
+            i = j
+        elif c in "{[":
+            stack.append(set() if c == "{" else None)
+        elif c in "}]":
+            if stack:
+                stack.pop()
+        elif want == "token" and text.startswith(_TOKENS, i):
+            return line
+        elif want == "number" and (c == "-" or c.isdigit()):
+            match = _NUMBER.match(text, i)
+            if match:
+                if not math.isfinite(float(match.group())):
+                    return line
+                i = match.end() - 1
+        i += 1
+    return None

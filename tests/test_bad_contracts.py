@@ -220,7 +220,8 @@ def test_11_nan_and_overflow_tokens_in_the_file_are_refused(
 ) -> None:
     text = SILERO_CONTRACT.read_text().replace('"fail": 1e-3}', f'"fail": {token}}}', 1)
     path = write(tmp_path, text)
-    assert message(path) == f"{path}: {said}"
+    line = text[: text.index(f'"fail": {token}')].count("\n") + 1
+    assert message(path) == f"{path}:{line}: {said}"
 
 
 # -- 12: the file itself -----------------------------------------------------------------------------
@@ -231,7 +232,8 @@ def test_12_duplicate_key_is_refused(tmp_path: Path) -> None:
         '"model": "silero_vad",', '"model": "silero_vad",\n  "model": "other",'
     )
     path = write(tmp_path, text)
-    assert message(path) == f"{path}: duplicate key 'model'"
+    line = text[: text.index('"model": "other"')].count("\n") + 1
+    assert message(path) == f"{path}:{line}: duplicate key 'model'"
 
 
 def test_12_truncated_contract_names_the_line(tmp_path: Path) -> None:

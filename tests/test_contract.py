@@ -92,14 +92,22 @@ def test_nan_tolerance_in_the_file_is_an_error(tmp_path: Path) -> None:
     text = SILERO_CONTRACT.read_text().replace('"fail": 1e-3}', '"fail": NaN}', 1)
     path = tmp_path / "c.json"
     path.write_text(text)
-    with pytest.raises(ContractError, match=r"c.json: non-standard JSON token NaN"):
+    line = text[: text.index("NaN")].count("\n") + 1
+    with pytest.raises(ContractError, match=rf"c.json:{line}: non-standard JSON token NaN"):
         load_contract(path)
 
 
 def test_duplicate_key_in_the_file_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "c.json"
-    path.write_text('{"model": "a", "model": "b"}')
-    with pytest.raises(ContractError, match="duplicate key 'model'"):
+    path.write_text('{\n  "model": "a",\n  "inputs": {"model": 1},\n  "model": "b"\n}')
+    with pytest.raises(ContractError, match=r"c.json:4: duplicate key 'model'"):
+        load_contract(path)
+
+
+def test_overflowing_number_in_the_file_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    path.write_text('{\n  "model": "a",\n  "x": "1e400 in a string is fine",\n  "y": 1e400\n}')
+    with pytest.raises(ContractError, match=r"c.json:4: number 1e400 overflows a 64-bit float"):
         load_contract(path)
 
 
