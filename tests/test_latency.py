@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -99,11 +99,14 @@ class FakeGpu(Backend):
         )
 
     def _run_impl(
-        self, feeds: Mapping[str, np.ndarray], carry: Mapping[str, str]
+        self,
+        feeds: Mapping[str, np.ndarray],
+        carry: Mapping[str, str],
+        fetch: Collection[str] | None = None,
     ) -> dict[str, np.ndarray]:
         self.carried += bool(carry)
         self.fed_state += "state" in feeds
-        return super()._run_impl(feeds, carry)
+        return super()._run_impl(feeds, carry, fetch)
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"output": np.full((1, 1), 0.5, np.float32), "stateN": np.asarray(feeds["state"])}

@@ -179,7 +179,7 @@ class Backend(ABC):
         self.check_feeds(feeds, carry)
         if carry and not self._last:
             raise BindingError("closed loop asked to carry state before any step produced it")
-        out = self._run_impl(feeds, carry)
+        out = self._run_impl(feeds, carry, fetch)
         self._last = out
         if fetch is None:
             return dict(out)
@@ -238,9 +238,15 @@ class Backend(ABC):
         pass
 
     def _run_impl(
-        self, feeds: Mapping[str, np.ndarray], carry: Mapping[str, str]
+        self,
+        feeds: Mapping[str, np.ndarray],
+        carry: Mapping[str, str],
+        fetch: Collection[str] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Default: a host-side backend; carried inputs come from the last outputs."""
+        """Default: a host-side backend; carried inputs come from the last outputs.
+
+        `fetch` names the outputs the caller wants on the host; a host backend has them all anyway
+        (`run` filters), a device backend copies back only those."""
         merged = dict(feeds)
         for inp, out in carry.items():
             merged[inp] = self._last[out]

@@ -216,9 +216,12 @@ class TensorRTBackend(Backend):
         return self._step(feeds, carried, fetch, timed=timed)
 
     def _run_impl(
-        self, feeds: Mapping[str, np.ndarray], carry: Mapping[str, str]
+        self,
+        feeds: Mapping[str, np.ndarray],
+        carry: Mapping[str, str],
+        fetch: Collection[str] | None = None,
     ) -> dict[str, np.ndarray]:
-        return self._step(feeds, carry, None, timed=False)[0]
+        return self._step(feeds, carry, fetch, timed=False)[0]
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._step(feeds, {}, None, timed=False)[0]

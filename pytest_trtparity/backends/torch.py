@@ -94,7 +94,6 @@ class TorchBackend(Backend):
 
     def __init__(self, path: str | Path, **options: Any) -> None:
         super().__init__(path, **options)
-        self._fetch: frozenset[str] | None = None
         self._device_last: dict[str, Any] = {}
         self._split: tuple[float, float, float] | None = None
         self._args: tuple[_Arg, ...] = ()
@@ -320,19 +319,6 @@ class TorchBackend(Backend):
         super().reset_state()
         self._device_last = {}
 
-    def run(
-        self,
-        feeds: Mapping[str, np.ndarray],
-        *,
-        carry: Mapping[str, str] | None = None,
-        fetch: Collection[str] | None = None,
-    ) -> dict[str, np.ndarray]:
-        self._fetch = None if fetch is None else frozenset(fetch)
-        try:
-            return super().run(feeds, carry=carry, fetch=fetch)
-        finally:
-            self._fetch = None
-
     def run_timed(
         self,
         feeds: Mapping[str, np.ndarray],
@@ -356,10 +342,13 @@ class TorchBackend(Backend):
         return {n: _to_numpy(t) for n, t in outs.items()}
 
     def _run_impl(
-        self, feeds: Mapping[str, np.ndarray], carry: Mapping[str, str]
+        self,
+        feeds: Mapping[str, np.ndarray],
+        carry: Mapping[str, str],
+        fetch: Collection[str] | None = None,
     ) -> dict[str, np.ndarray]:
         if not self.cuda:
-            return super()._run_impl(feeds, carry)
+            return super()._run_impl(feeds, carry, fetch)
         torch = self._torch
         events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
         with torch.cuda.device(self.device):
@@ -373,9 +362,7 @@ class TorchBackend(Backend):
             events[1].record()
             outs = self._call(args)
             events[2].record()
-            host = {
-                n: _to_numpy(t) for n, t in outs.items() if self._fetch is None or n in self._fetch
-            }
+            host = {n: _to_numpy(t) for n, t in outs.items() if fetch is None or n in fetch}
             events[3].record()
             events[3].synchronize()
         self._device_last = outs

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,7 +130,12 @@ class FaultyBackend(Backend):
         super().reset_state()
         self.inner.reset_state()
 
-    def _run_impl(self, feeds: Mapping[str, np.ndarray], carry: Mapping[str, str]) -> Outputs:
+    def _run_impl(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        carry: Mapping[str, str],
+        fetch: Collection[str] | None = None,
+    ) -> Outputs:
         merged = dict(feeds)
         for inp, out in carry.items():
             merged[inp] = self._last[out]
