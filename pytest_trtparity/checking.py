@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .contract import Contract
+from .gate import percentile
 from .reference.reader import Record
 from .results import SuiteResult
 
@@ -88,21 +89,17 @@ class ChunkChecker:
             self.result.extra["check_error"] = f"{type(exc).__name__}: {exc}"
 
 
-def _median(values: list[float]) -> float:
-    return float(np.median(values)) if values else math.nan
-
-
 def harness_report(
     step_ms: list[float], overhead_ms: list[float], compare_ms: list[float]
 ) -> dict[str, Any]:
     """Medians per chunk: the engine step, the loop's own time around it (feeds, handing the chunk to
     the checker, waiting for it when it falls behind), and the comparison's time on the worker."""
-    step = _median(step_ms)
-    overhead = _median(overhead_ms)
+    step = percentile(step_ms, 50)
+    overhead = percentile(overhead_ms, 50)
     return {
         "engine_step_ms": step,
         "overhead_ms": overhead,
         "overhead_share": overhead / step if step > 0 else math.nan,
-        "compare_ms": _median(compare_ms),
+        "compare_ms": percentile(compare_ms, 50),
         "chunks": len(step_ms),
     }

@@ -11,7 +11,6 @@ per-chunk error series are then judged for bound, mean and growth (`drift`).
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,11 +19,10 @@ import numpy as np
 
 from . import drift
 from .backends.base import Backend
-from .bindings import record_feeds, record_outputs_problems
 from .checking import ChunkChecker
 from .contract import Contract, DriftCriteria, StatePair, Tier
 from .errors import BindingError, TrtParityError
-from .functional import ChunkCallback, run_step
+from .functional import ChunkCallback, run_chunk, run_step
 from .gate import Finding, Level, describe, judge, judge_series, tier_finding
 from .reference.reader import Record
 from .results import SuiteResult
@@ -96,18 +94,8 @@ def run_closed_loop(
             for record in records:
                 if limit is not None and ran.get(record.stream, 0) >= limit:
                     continue
-                body = time.perf_counter()
-                record_outputs_problems(contract, record.outputs, record.where)
-                feeds = record_feeds(contract, record.inputs, engine_inputs, record.where)
-                start = time.perf_counter()
-                got = feeder.step(record, feeds)
-                step = time.perf_counter() - start
-                checker.submit(record, got)
+                run_chunk(checker, engine_inputs, record, feeder.step, on_chunk)
                 ran[record.stream] = ran.get(record.stream, 0) + 1
-                result.chunk_done(record.stream)
-                if on_chunk:
-                    on_chunk(result.chunks_run)
-                checker.timed(step * 1e3, (time.perf_counter() - body) * 1e3)
     except TrtParityError as exc:
         result.error = str(exc)
     result.finish()

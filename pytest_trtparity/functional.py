@@ -5,11 +5,12 @@ output is compared with the reference and checked against the contract's invaria
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .backends.base import Backend
+from .backends.base import Backend, IOInfo
 from .bindings import record_feeds, record_outputs_problems
 from .compare import compare
 from .contract import Contract
@@ -18,6 +19,9 @@ from .gate import Finding, Level, judge_series
 from .invariants import violation
 from .reference.reader import Record
 from .results import SuiteResult, chunk_label
+
+if TYPE_CHECKING:
+    from .checking import ChunkChecker
 
 #: Per-chunk problems listed in full before they are only counted.
 MAX_LISTED = 20
@@ -97,6 +101,32 @@ def run_step(
         raise BackendError(f"{where}: the engine step failed: {type(exc).__name__}: {exc}") from exc
 
 
+StepFn = Callable[[Record, dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+def run_chunk(
+    checker: ChunkChecker,
+    engine_inputs: Sequence[IOInfo],
+    record: Record,
+    step: StepFn,
+    on_chunk: ChunkCallback | None,
+) -> None:
+    """One chunk of a parity run: check the record against the contract, build its feeds, run the
+    engine step, hand the outputs to the checker, and time the loop's own share around the step."""
+    contract = checker.contract
+    body = time.perf_counter()
+    record_outputs_problems(contract, record.outputs, record.where)
+    feeds = record_feeds(contract, record.inputs, engine_inputs, record.where)
+    start = time.perf_counter()
+    got = step(record, feeds)
+    step_ms = (time.perf_counter() - start) * 1e3
+    checker.submit(record, got)
+    checker.result.chunk_done(record.stream)
+    if on_chunk:
+        on_chunk(checker.result.chunks_run)
+    checker.timed(step_ms, (time.perf_counter() - body) * 1e3)
+
+
 def _problem(
     result: SuiteResult, suite: str, output: str, criterion: str, message: str, chunk: str
 ) -> None:
@@ -133,20 +163,14 @@ def run_functional(
     result = SuiteResult(suite=suite)
     engine_inputs = backend.inputs
     try:
+
+        def fresh_step(record: Record, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            backend.reset_state()  # functional: every chunk takes the reference state
+            return run_step(backend, record, feeds)
+
         with ChunkChecker(result, contract, suite=suite) as checker:
             for record in records:
-                body = time.perf_counter()
-                record_outputs_problems(contract, record.outputs, record.where)
-                feeds = record_feeds(contract, record.inputs, engine_inputs, record.where)
-                backend.reset_state()
-                start = time.perf_counter()
-                got = run_step(backend, record, feeds)
-                step = time.perf_counter() - start
-                checker.submit(record, got)
-                result.chunk_done(record.stream)
-                if on_chunk:
-                    on_chunk(result.chunks_run)
-                checker.timed(step * 1e3, (time.perf_counter() - body) * 1e3)
+                run_chunk(checker, engine_inputs, record, fresh_step, on_chunk)
     except TrtParityError as exc:
         result.error = str(exc)
     result.finish()

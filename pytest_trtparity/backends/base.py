@@ -8,6 +8,7 @@ TensorRT sees only pointers: if the harness did not check, nothing would.
 from __future__ import annotations
 
 import hashlib
+import platform
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping
@@ -79,6 +80,18 @@ class StepTiming:
     h2d_ms: float | None = None
     compute_ms: float | None = None
     d2h_ms: float | None = None
+
+
+def host_cpu_name() -> str:
+    """The CPU model, for the summary's device line when an engine runs on the host."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def file_sha256(path: Path) -> str:

@@ -7,7 +7,6 @@ onnxruntime falls back to the CPU with only a warning when a provider cannot be 
 from __future__ import annotations
 
 import os
-import platform
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +14,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import BackendError, EngineLoadError, MissingDependencyError
-from .base import Backend, BackendInfo, IOInfo, file_sha256, read_engine_file
+from .base import Backend, BackendInfo, IOInfo, file_sha256, host_cpu_name, read_engine_file
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -183,21 +182,10 @@ class OnnxRuntimeBackend(Backend):
         return BackendInfo(
             backend=self.kind,
             version=self.version,
-            device=_cpu_name() if self.provider == PROVIDERS["cpu"] else self.provider,
+            device=host_cpu_name() if self.provider == PROVIDERS["cpu"] else self.provider,
             engine=str(self.path),
             engine_sha256=file_sha256(self.path),
             engine_bytes=self._engine_bytes,
             provider=self.provider,
             extra={"threads": int(self.options.get("threads") or 0) or os.cpu_count()},
         )
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()

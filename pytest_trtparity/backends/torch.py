@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import BackendError, BindingError, EngineLoadError, MissingDependencyError
-from .base import Backend, BackendInfo, DimLike, IOInfo, StepTiming, file_sha256
+from .base import Backend, BackendInfo, DimLike, IOInfo, StepTiming, file_sha256, host_cpu_name
 
 if TYPE_CHECKING:
     from ..contract import Contract
@@ -444,7 +444,7 @@ class TorchBackend(Backend):
     def info(self) -> BackendInfo:
         self.load()
         torch = self._torch
-        device = torch.cuda.get_device_name(self.device) if self.cuda else _cpu_name()
+        device = torch.cuda.get_device_name(self.device) if self.cuda else host_cpu_name()
         return BackendInfo(
             backend=self.kind,
             version=self.version,
@@ -579,12 +579,6 @@ def _to_numpy(tensor: Any) -> np.ndarray:
     if str(t.dtype) == "torch.bfloat16":
         t = t.float()
     return np.asarray(t.cpu().numpy())
-
-
-def _cpu_name() -> str:
-    from .onnxruntime import _cpu_name as name
-
-    return name()
 
 
 def gate_options(
