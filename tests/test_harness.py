@@ -210,6 +210,21 @@ def test_the_silero_script_reproduces_the_committed_records(tmp_path: Path) -> N
             output_names=("output", "stateN"),
             record_order=("input", "state", "sr"),
         )
-    ours = path.read_bytes().split(b"\n")[1 : chunks + 1]
-    committed = SILERO_REF.read_bytes().split(b"\n")[1 : chunks + 1]
-    assert ours == committed
+    ours = list(itertools.islice(ReferenceReader(path), chunks))
+    committed = list(itertools.islice(ReferenceReader(SILERO_REF), chunks))
+    assert [r.key for r in ours] == [r.key for r in committed]
+    # Bytes are not compared: TorchScript's CPU kernels (and numpy's vectorised transcendentals
+    # behind the noise) differ between CPU vendors and instruction sets in the last bits. The
+    # records must agree within the Silero contract's own warn tiers (5e-4 on both outputs), three
+    # orders of magnitude above the 2.6e-6 measured between an AMD and an Intel CPU and far below
+    # what a wrong script (wrong context, state or seed) produces (errors of 1e-2 and more).
+    tolerance = 5e-4
+    for mine, theirs in zip(ours, committed, strict=True):
+        assert mine.inputs.keys() == theirs.inputs.keys()
+        assert mine.outputs.keys() == theirs.outputs.keys()
+        for name in (*mine.inputs, *mine.outputs):
+            a = mine.inputs.get(name, mine.outputs.get(name))
+            b = theirs.inputs.get(name, theirs.outputs.get(name))
+            assert a is not None and b is not None
+            assert a.dtype == b.dtype and a.shape == b.shape, (mine.where, name)
+            np.testing.assert_allclose(a, b, rtol=0, atol=tolerance, err_msg=f"{mine.where} {name}")
