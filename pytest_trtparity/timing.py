@@ -17,6 +17,15 @@ import numpy as np
 from .backends.base import StepTiming
 
 PERCENTILES = (50, 90, 95, 99)
+STABILITY_WINDOWS = 3
+"""Consecutive windows a timed run is split into (perf_analyzer compares its last 3)."""
+STABILITY_PCT = 10.0
+"""Windows agree when max/min of their statistic is within this percentage (perf_analyzer's
+default `--stability-percentage`)."""
+CV_WARN_PCT = 2.5
+"""Per-step coefficient of variation above which the timing is flagged as noisy."""
+MIN_WINDOW_SAMPLES = 10
+"""Fewer steps a window than this and a window's percentile says nothing: stability is not assessed."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,69 @@ def latency_stats(samples_ms: Sequence[float]) -> LatencyStats:
         min_ms=float(arr.min()),
         max_ms=float(arr.max()),
     )
+
+
+def cv_pct(samples_ms: Sequence[float]) -> float:
+    """Coefficient of variation (sample std / mean) in percent; NaN for fewer than two samples.
+
+    trtexec reports the same figure for GPU compute time and warns when it is high: a high CV says
+    the machine, not the engine, set part of the numbers."""
+    if len(samples_ms) < 2:
+        return math.nan
+    arr = np.asarray(samples_ms, dtype=np.float64)
+    mean = float(arr.mean())
+    return float(arr.std(ddof=1)) / mean * 100 if mean > 0 else math.nan
+
+
+@dataclass(frozen=True)
+class WindowStability:
+    """One statistic (e.g. `p95_ms`) computed on each consecutive window of a timed run.
+
+    Judged on the statistic the tier judges, not on the mean: a tail that comes and goes with the
+    machine's load moves a window's p95 by orders of magnitude while its mean hardly moves.
+    `spread_pct` is perf_analyzer's measure, max/min - 1 over the windows; `assessed` is False
+    when the windows are too short for their statistic to mean anything (then `stable` is False).
+    """
+
+    criterion: str
+    windows_ms: tuple[float, ...]
+    spread_pct: float
+    limit_pct: float
+    assessed: bool
+
+    @property
+    def stable(self) -> bool:
+        return self.assessed and self.spread_pct <= self.limit_pct
+
+    def to_json(self) -> dict[str, Any]:
+        spread = self.spread_pct if math.isfinite(self.spread_pct) else None
+        return {
+            "windows_ms": list(self.windows_ms),
+            "spread_pct": spread,
+            "stability_pct": self.limit_pct,
+            "assessed": self.assessed,
+            "stable": self.stable,
+        }
+
+
+def window_stability(
+    samples_ms: Sequence[float],
+    criterion: str,
+    *,
+    windows: int = STABILITY_WINDOWS,
+    limit_pct: float = STABILITY_PCT,
+) -> WindowStability:
+    """`criterion` on each of `windows` consecutive, equal slices of the samples, and their spread."""
+    if windows < 2 or len(samples_ms) < windows * MIN_WINDOW_SAMPLES:
+        return WindowStability(criterion, (), math.nan, limit_pct, assessed=False)
+    parts = np.array_split(np.asarray(samples_ms, dtype=np.float64), windows)
+    values = tuple(latency_stats([float(v) for v in part]).value(criterion) for part in parts)
+    low, high = min(values), max(values)
+    if low <= 0:  # a zero-time window: any other value is an unbounded disagreement
+        return WindowStability(
+            criterion, values, 0.0 if high == low else math.inf, limit_pct, assessed=True
+        )
+    return WindowStability(criterion, values, (high / low - 1) * 100, limit_pct, assessed=True)
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,11 @@ Structure, not speed: percentiles ordered, splits summing, tiers judged, a tiny 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-from collections.abc import Collection, Mapping
+import time
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,15 @@ from pytest_trtparity.backends import open_backend
 from pytest_trtparity.backends.base import Backend, BackendInfo, IOInfo, StepTiming
 from pytest_trtparity.contract import Tier, load_contract
 from pytest_trtparity.gate import Level
-from pytest_trtparity.latency import LoopTimer, carry_map, judge_latency, run_latency
+from pytest_trtparity.latency import (
+    LoopTimer,
+    carry_map,
+    judge_criterion,
+    judge_latency,
+    run_latency,
+)
 from pytest_trtparity.reference import ReferenceReader
-from pytest_trtparity.timing import latency_stats, split_stats
+from pytest_trtparity.timing import cv_pct, latency_stats, split_stats, window_stability
 
 from .conftest import SILERO_CONTRACT, SILERO_REF
 
@@ -323,8 +331,12 @@ def test_without_pytest_benchmark_the_suite_says_so(
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(
-        ["*latency: pytest-benchmark is not installed, so latency was not measured*"]
+        [
+            "*latency: pytest-benchmark is not available (not installed, or blocked with "
+            "-p no:benchmark), so latency was not measured*-m 'not trt_latency'"
+        ]
     )
+    assert "not trtparity" not in result.stdout.str()
 
 
 def test_disabled_pytest_benchmark_falls_back_and_says_so(
@@ -381,3 +393,287 @@ def test_gate_device_timing_on_a_cpu_engine_fails_clearly(
     result.stdout.fnmatch_lines(
         ["*latency: silero_vad.onnx: the onnxruntime backend cannot time compute on the device*"]
     )
+
+
+# -- stability: CV, windows, tries, inconclusive ---------------------------------------------------
+
+BASE_MS = 0.2
+SPIKE_MS = 20.0
+
+
+def spiky(n: int, spikes: int, *, seed: int = 0) -> list[float]:
+    """`n` fast steps with `spikes` slow ones at random places in the first third only: the tail
+    a burst of load on a shared machine leaves, not a slow engine."""
+    rng = np.random.default_rng(seed)
+    samples = list(BASE_MS + rng.uniform(0, 0.02, n))
+    for i in rng.choice(n // 3, spikes, replace=False):
+        samples[int(i)] = SPIKE_MS
+    return samples
+
+
+def test_cv_is_std_over_mean_in_percent() -> None:
+    assert cv_pct([2.0, 2.0, 2.0]) == 0.0
+    assert cv_pct([1.0, 3.0]) == pytest.approx(math.sqrt(2) / 2 * 100)
+    assert math.isnan(cv_pct([1.0]))
+
+
+def test_windows_agree_disagree_or_are_too_short() -> None:
+    steady = window_stability([1.0, 1.05] * 30, "p95_ms")
+    assert steady.assessed and steady.stable and len(steady.windows_ms) == 3
+    assert steady.spread_pct == pytest.approx(0.0, abs=1e-9)
+    spikes = window_stability(spiky(60, 4), "p95_ms")
+    assert spikes.assessed and not spikes.stable
+    assert spikes.windows_ms[0] == pytest.approx(SPIKE_MS)
+    assert spikes.spread_pct == pytest.approx(
+        (max(spikes.windows_ms) / min(spikes.windows_ms) - 1) * 100
+    )
+    # judged on the statistic the tier judges: the same spiky windows agree on their median
+    assert window_stability(spiky(60, 4), "p50_ms").stable
+    short = window_stability([1.0] * 29, "p95_ms")
+    assert not short.assessed and not short.stable and short.windows_ms == ()
+    assert math.isinf(window_stability([0.0] * 20 + [1.0] * 10, "p50_ms").spread_pct)
+
+
+def test_a_stable_crossing_is_judged() -> None:
+    samples = [25.0 + 0.01 * (i % 5) for i in range(60)]
+    j = judge_criterion("p95_ms", Tier(warn=10.0, fail=21.0), samples, tries=1)
+    assert j.outcome == "judged" and j.settled and j.stability.stable
+    assert j.finding is not None and j.finding.level is Level.FAIL and j.sentence is None
+    assert j.finding.message.endswith("is above the fail tier 21 ms")
+
+
+def test_clean_samples_pass_whatever_the_windows_say() -> None:
+    j = judge_criterion("p95_ms", Tier(warn=10.0, fail=21.0), spiky(60, 0), tries=1)
+    assert j.outcome == "pass" and j.finding is None and j.settled
+
+
+def test_an_unstable_crossing_is_inconclusive_in_one_sentence() -> None:
+    samples = spiky(60, 4)
+    j = judge_criterion("p95_ms", Tier(warn=10.0, fail=21.0), samples, tries=2)
+    assert j.outcome == "inconclusive" and not j.settled and j.finding is None
+    assert j.sentence is not None
+    assert j.sentence.startswith(
+        "engine latency: p95 20 ms over 60 timed chunks is above the warn tier 10 ms but the "
+        f"measurement is unstable (CV {cv_pct(samples):.0f}%, p95 of 3 windows 20.0/"
+    )
+    assert j.sentence.endswith(", limit 10%) after 2 tries: inconclusive, not judged")
+    assert "disagree by" in j.sentence and ". " not in j.sentence  # one sentence
+
+
+def test_when_every_step_crosses_the_windows_cannot_rescue_it() -> None:
+    samples = [30.0] * 40 + [60.0] * 20  # windows disagree (p95 30 vs 60), yet no step is fast
+    j = judge_criterion("p95_ms", Tier(warn=10.0, fail=21.0), samples, tries=2)
+    assert not j.stability.stable and j.outcome == "every step" and j.settled
+    assert j.finding is not None and j.finding.level is Level.FAIL
+
+
+def test_an_unstable_fail_with_every_step_over_warn_is_judged_warn() -> None:
+    samples = [12.0] * 40 + [30.0] * 20
+    j = judge_criterion("p95_ms", Tier(warn=10.0, fail=21.0), samples, tries=2)
+    assert j.outcome == "bounded" and not j.settled
+    assert j.finding is not None and j.finding.level is Level.WARN and j.finding.limit == 10.0
+    assert j.finding.message.endswith(
+        "after 2 tries; every timed step took at least 12.0 ms, above the warn tier 10 ms: judged warn"
+    )
+
+
+class ScriptedTimer(LoopTimer):
+    """`pedantic` that runs the steps but reports the given per-step durations (seconds)."""
+
+    def __init__(self, samples_ms: list[float]) -> None:
+        super().__init__()
+        self.samples_ms = samples_ms
+
+    def pedantic(self, target: Any, *args: Any, **kwargs: Any) -> Any:
+        result = super().pedantic(target, *args, **kwargs)
+        self.data = [v * 1e-3 for v in self.samples_ms]
+        return result
+
+
+def _tiered(contract: Any, **tiers: Any) -> Any:
+    return dataclasses.replace(contract, latency={**contract.latency, **tiers})
+
+
+def _scripted(contract: Any, tmp_path: Path, *tries: list[float]) -> tuple[Any, list[int]]:
+    timers = [ScriptedTimer(t) for t in tries]
+    made = [0]
+
+    def retimer() -> ScriptedTimer:
+        made[0] += 1
+        return timers[made[0]]
+
+    result = run_latency(
+        FakeGpu(tmp_path / "fake.plan").load(),
+        contract,
+        ReferenceReader(SILERO_REF),
+        bench=timers[0],
+        retimer=retimer,
+        iterations=60,
+        warmup=0,
+        chunks=4,
+    )
+    return result, made
+
+
+def test_unstable_twice_is_inconclusive_and_never_fails(contract: Any, tmp_path: Path) -> None:
+    tiered = _tiered(contract, p95_ms={"warn": 10.0, "fail": 15.0})
+    result, made = _scripted(tiered, tmp_path, spiky(60, 4), spiky(60, 4, seed=1))
+    assert made == [1]  # measured exactly once more
+    assert result.findings == [] and result.verdict is Level.PASS and result.complete
+    stability = result.extra["stability"]
+    assert stability["outcome"] == "inconclusive" and stability["tries"] == 2
+    assert [h["try"] for h in stability["history"]] == [1, 2]
+    assert stability["history"][0]["criteria"]["p95_ms"]["outcome"] == "inconclusive"
+    assert stability["criteria"]["p95_ms"]["stable"] is False
+    assert result.extra["cv_pct"] > result.extra["cv_warn_pct"]
+    (sentence,) = result.extra["inconclusive"]
+    assert "after 2 tries: inconclusive, not judged" in sentence
+    table = "\n".join(result.extra["table"])
+    assert "disagree by" in table and "inconclusive, 2 tries" in table and sentence in table
+    json.dumps(result.to_json(), allow_nan=False)
+
+
+def test_unstable_then_stable_is_judged_on_the_second_try(contract: Any, tmp_path: Path) -> None:
+    tiered = _tiered(contract, p95_ms={"warn": 10.0, "fail": 15.0})
+    result, made = _scripted(tiered, tmp_path, spiky(60, 4), [SPIKE_MS] * 60)
+    assert made == [1] and result.extra["stability"]["tries"] == 2
+    assert [f.level for f in result.findings] == [Level.FAIL]
+    assert result.extra["stability"]["outcome"] == "stable" and result.extra["inconclusive"] == []
+    assert result.extra["p95_ms"] == pytest.approx(SPIKE_MS)
+
+
+def test_a_stable_first_try_is_not_measured_again(contract: Any, tmp_path: Path) -> None:
+    tiered = _tiered(contract, p95_ms={"warn": 10.0, "fail": 15.0})
+    result, made = _scripted(tiered, tmp_path, [SPIKE_MS] * 60)
+    assert made == [0] and result.verdict is Level.FAIL
+    line = next(x for x in result.extra["table"] if x.startswith("  stability:"))
+    assert "agree within 0% (limit 10%): stable, 1 try" in line and "CV 0.0%" in line
+
+
+class SleepyBackend(FakeGpu):
+    """FakeGpu that sleeps `delay(call)` seconds a step: a slow engine or a noisy machine."""
+
+    def __init__(self, path: Path, delay: Callable[[int], float]) -> None:
+        super().__init__(path)
+        self.delay = delay
+        self.calls = 0
+
+    def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.calls += 1
+        time.sleep(self.delay(self.calls))
+        return super()._infer(feeds)
+
+
+def _sleepy(contract: Any, tmp_path: Path, delay: Callable[[int], float]) -> Any:
+    return run_latency(
+        SleepyBackend(tmp_path / "fake.plan", delay).load(),
+        _tiered(contract, p95_ms={"warn": 2.0, "fail": 4.0}),
+        ReferenceReader(SILERO_REF),
+        iterations=60,
+        warmup=2,
+        chunks=4,
+    )
+
+
+def spike_steps(*, seed: int = 0) -> set[int]:
+    """Step numbers (1-based, warm-up included, each try 62 steps) that spike: 4 random steps in
+    the first window of each try."""
+    rng = np.random.default_rng(seed)
+    first = [int(i) + 3 for i in rng.choice(20, 4, replace=False)]  # after 2 warm-up steps
+    return {t * 62 + i for t in range(2) for i in first}
+
+
+def test_a_stable_sleep_over_the_fail_tier_fails(contract: Any, tmp_path: Path) -> None:
+    result = _sleepy(contract, tmp_path, lambda _: 0.006)
+    assert result.verdict is Level.FAIL
+    (finding,) = result.findings
+    assert finding.level is Level.FAIL and "above the fail tier 4 ms" in finding.message
+    # stable windows, or (on a loaded machine) every step over the tier anyway: judged either way
+    assert result.extra["stability"]["criteria"]["p95_ms"]["outcome"] in ("judged", "every step")
+
+
+def test_random_spikes_are_inconclusive(contract: Any, tmp_path: Path) -> None:
+    spikes = spike_steps()
+    result = _sleepy(contract, tmp_path, lambda call: 0.02 if call in spikes else 0.0)
+    assert result.extra["stability"]["tries"] == 2
+    assert result.extra["stability"]["outcome"] == "inconclusive", result.extra["table"]
+    assert result.findings == [] and result.verdict is Level.PASS
+    assert result.extra["p95_ms"] > 4.0  # the tier was crossed: the old gate would have failed
+
+
+def test_a_clean_backend_passes(contract: Any, tmp_path: Path) -> None:
+    result = run_latency(
+        SleepyBackend(tmp_path / "fake.plan", lambda _: 0.0).load(),
+        _tiered(contract, p95_ms={"warn": 50.0, "fail": 100.0}),
+        ReferenceReader(SILERO_REF),
+        iterations=60,
+        warmup=2,
+        chunks=4,
+    )
+    assert result.verdict is Level.PASS and result.findings == []
+    assert result.extra["stability"]["tries"] == 1 and result.extra["inconclusive"] == []
+
+
+SPIKY_CONFTEST = """
+import time
+import pytest
+
+@pytest.fixture(scope="session")
+def trt_engine(trt_engine):
+    run_timed = trt_engine.run_timed
+    calls = [0]
+
+    def slowed(feeds, **kwargs):
+        calls[0] += 1
+        time.sleep(DELAY(calls[0]))
+        return run_timed(feeds, **kwargs)
+
+    trt_engine.run_timed = slowed
+    return trt_engine
+"""
+
+
+def _slowed_gate(pytester: pytest.Pytester, engine: Path, delay: str) -> pytest.RunResult:
+    """The latency suite under --trt-strict on Silero, each engine step slowed by `delay(call)` s."""
+    pytester.makeconftest(f"DELAY = {delay}\n" + SPIKY_CONFTEST)
+    contract = _contract_with(pytester.path, iterations=60, p95_ms={"warn": 2.0, "fail": 4.0})
+    return pytester.runpytest(*_args(engine, contract, pytester.path / "out", "--trt-strict"))
+
+
+def _latency_extra(pytester: pytest.Pytester) -> dict[str, Any]:
+    summary = json.loads((pytester.path / "out" / "summary.json").read_text())
+    extra: dict[str, Any] = summary["suites"]["latency"]["extra"]
+    return extra
+
+
+def test_strict_gate_with_random_spikes_is_inconclusive_not_failed(
+    pytester: pytest.Pytester, gate_dir: Path, silero_onnx: Path
+) -> None:
+    result = _slowed_gate(
+        pytester, silero_onnx, f"lambda call: 0.02 if call in {spike_steps()} else 0"
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*InconclusiveLatency: engine latency: p95 * ms over 60 timed chunks is above the fail "
+            "tier 4 ms but the measurement is unstable (CV *%, p95 of 3 windows * ms disagree by "
+            "*%, limit 10%) after 2 tries: inconclusive, not judged",
+            "*  stability: CV *% (above 2.5%: noisy timing), p95 of 3 windows * ms disagree by *"
+            ": inconclusive, 2 tries",
+        ]
+    )
+    extra = _latency_extra(pytester)
+    assert extra["stability"]["outcome"] == "inconclusive" and len(extra["inconclusive"]) == 1
+    assert extra["p95_ms"] > 4.0
+
+
+def test_strict_gate_with_a_stable_slow_engine_fails(
+    pytester: pytest.Pytester, gate_dir: Path, silero_onnx: Path
+) -> None:
+    result = _slowed_gate(pytester, silero_onnx, "lambda call: 0.006")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        ["*engine latency: p95 * ms over 60 timed chunks is above the fail tier 4 ms*"]
+    )
+    extra = _latency_extra(pytester)
+    assert extra["inconclusive"] == [] and extra["stability"]["tries"] == 1
