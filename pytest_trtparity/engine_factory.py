@@ -26,7 +26,9 @@ def _contract(settings: GateSettings) -> Any:
     return load_contract(settings.contract)
 
 
-def build_on_demand(settings: GateSettings, onnx: Path, contract: Any) -> Path:
+def build_on_demand(
+    settings: GateSettings, onnx: Path, contract: Any, builder: str = "tensorrt"
+) -> Path:
     """The plan for `onnx` under the contract's profiles, from the engine cache or freshly built."""
     from .trt.build import BuildOptions, build_engine
 
@@ -37,7 +39,11 @@ def build_on_demand(settings: GateSettings, onnx: Path, contract: Any) -> Path:
     result = build_engine(
         onnx,
         contract,
-        BuildOptions(precision=settings.precision),
+        BuildOptions(
+            precision=settings.precision,
+            builder=builder,
+            compute_capabilities=settings.compute_capability,
+        ),
         cache_dir=settings.cache_dir,
         reference=settings.ref if settings.precision == "int8" else None,
     )
@@ -59,10 +65,10 @@ def open_engine(settings: GateSettings) -> Backend:
     engine = settings.require("engine")
     name = backend_name_for(engine, settings.backend)
     options = backend_options(settings, name)
-    if name == "tensorrt":
+    if name in ("tensorrt", "tensorrt-rtx"):
         contract = _contract(settings)
         if engine.suffix.lower() == ".onnx":
-            engine = build_on_demand(settings, engine, contract)
+            engine = build_on_demand(settings, engine, contract, builder=name)
         options.update(contract=contract, cuda_graphs=settings.cuda_graphs)
     if name == "torch":
         from .backends.torch import gate_options

@@ -48,3 +48,12 @@ class ParityWarning(UserWarning):
 
     Shown in pytest's warnings summary; `--trt-strict` turns it into a failure.
     """
+
+
+class BuildError(BackendError):
+    """TensorRT's parser or builder refused the model; the message names file, node and TensorRT's words."""
+
+
+class ExecutionUnavailable(BackendError):
+    """The engine cannot execute on this machine (no GPU, or one its runtime does not support):
+    the gate's execution checks skip naming why, and the verdict rests on what did run."""

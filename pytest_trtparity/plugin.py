@@ -144,9 +144,13 @@ def trt_engine(trt_settings: GateSettings, trt_gate: GateSession) -> Iterator[Ba
     """The loaded engine under test, behind the backend interface."""
     from .engine_factory import open_engine
 
+    from .errors import ExecutionUnavailable
+
     try:
         backend = open_engine(trt_settings)
         trt_gate.environment.update(backend.info().to_json())
+    except ExecutionUnavailable as exc:  # no GPU its runtime supports: skip, naming why
+        pytest.skip(f"the engine cannot execute here: {exc}")
     except TrtParityError as exc:
         trt_gate.errors.append(str(exc))
         _fail_config(exc)

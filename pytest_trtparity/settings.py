@@ -43,7 +43,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "trt_backend",
         "Backend to run the engine with, overriding the one its extension picks.",
         "choice",
-        ("onnxruntime", "tensorrt", "torch"),
+        ("onnxruntime", "tensorrt", "tensorrt-rtx", "torch"),
     ),
     OptionSpec(
         "trt_contract",
@@ -139,6 +139,13 @@ OPTIONS: tuple[OptionSpec, ...] = (
         metavar="DEVICE",
     ),
     OptionSpec(
+        "trt_compute_capability",
+        "Comma-separated compute capabilities (8.9,12.0) that engines built on demand with "
+        "--trt-backend tensorrt-rtx target ahead of time; needed where there is no GPU.",
+        "str",
+        metavar="X.Y[,X.Y]",
+    ),
+    OptionSpec(
         "trt_latency_timing",
         "What the latency suite times: host (each step with its transfers, as an "
         "application sees it) or device (compute alone on device-resident inputs; a CUDA graph "
@@ -170,6 +177,7 @@ class GateSettings:
     torch_entry: str | None = None
     torch_device: str = "cpu"
     latency_timing: str = "host"
+    compute_capability: tuple[str, ...] = ()
     #: ini paths that could not be resolved (a `pkg:` whose package is absent), raised only when the
     #: gate needs them: a repository's gate defaults must not break its unrelated test runs.
     deferred: Mapping[str, str] = field(default_factory=dict)
@@ -266,4 +274,7 @@ def resolve_settings(
         torch_entry=values["trt_torch_entry"],
         torch_device=values["trt_torch_device"] or "cpu",
         latency_timing=values["trt_latency_timing"],
+        compute_capability=tuple(
+            cc.strip() for cc in (values["trt_compute_capability"] or "").split(",") if cc.strip()
+        ),
     )

@@ -121,7 +121,15 @@ def dynamic_paths() -> set[str]:
     }
 
 
-def expected_present(path: str, version: tuple[int, ...]) -> bool:
+def expected_present(path: str, version: tuple[int, ...], flavour: str = "tensorrt") -> bool:
+    only = api.FLAVOUR_ONLY.get(path)
+    if only is not None:
+        return only == flavour
+    if flavour == "tensorrt-rtx":  # always strongly typed; no calibration, no v1 memory API
+        precision_flag = (
+            path.startswith("BuilderFlag.") and path.split(".")[1] in api.PRECISION_FLAGS.values()
+        )
+        return not precision_flag and path not in api.NOT_IN_RTX
     if path.startswith("BuilderFlag.") and path.split(".")[1] in api.PRECISION_FLAGS.values():
         return version[:1] < (11,)
     bounds = api.VERSIONED.get(path)
@@ -202,7 +210,14 @@ def test_the_backend_calls_only_runtime_functions_of_api() -> None:
         for n in ast.walk(tree)
         if isinstance(n, ast.Attribute) and _chain(n) == ["api", n.attr]
     }
-    allowed = set(api.RUNTIME_FUNCTIONS) | {"import_runtime", "version", "is_lean", "last_lines"}
+    allowed = set(api.RUNTIME_FUNCTIONS) | {
+        "import_runtime",
+        "version",
+        "is_lean",
+        "last_lines",
+        "title",
+        "flavour_of",
+    }
     assert called - allowed == set()
     assert set(api.RUNTIME_FUNCTIONS) <= set(dir(api))
 
@@ -282,3 +297,57 @@ def test_lean_runtime_has_no_builder() -> None:
         "Runtime": True,
         "EngineInspector": False,
     }
+
+
+def _rtx_module_path() -> Path:
+    """The installed TensorRT-RTX bindings (their real library loads without a GPU: no stubs)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("tensorrt_rtx_bindings")
+    if spec is None or spec.origin is None:
+        pytest.skip(
+            "TensorRT-RTX bindings not installed: pip install tensorrt-rtx-cu13-libs==1.7.1.116 "
+            "tensorrt-rtx-cu13-bindings==1.7.1.116 (.ci/run does)"
+        )
+    return Path(spec.origin).parents[1]
+
+
+def test_every_tensorrt_name_api_uses_exists_in_tensorrt_rtx() -> None:
+    """The same check for TensorRT-RTX, against its real module: every name api.py uses exists
+    unless api.NOT_IN_RTX says RTX lacks it, and the tables are true both ways."""
+    path = _rtx_module_path()
+    uses = used_paths(API.read_text()) | dynamic_paths()
+    checked = sorted(uses | set(api.FLAVOUR_ONLY) | set(api.NOT_IN_RTX))
+    code = CHECK.replace('"MODULE"', "'tensorrt_rtx_bindings'")
+    result = run_python(code, paths=[path], stdin=checked)
+    present: dict[str, bool] = result["present"]
+    missing = [
+        p for p in sorted(uses) if not present[p] and expected_present(p, (1,), "tensorrt-rtx")
+    ]
+    assert missing == [], f"TensorRT-RTX {result['version']} lacks {missing}"
+    tables = set(api.FLAVOUR_ONLY) | set(api.NOT_IN_RTX) | dynamic_paths()
+    wrong = [
+        p
+        for p in checked
+        if p in tables and present[p] != expected_present(p, (1,), "tensorrt-rtx")
+    ]
+    assert wrong == [], f"api.FLAVOUR_ONLY / NOT_IN_RTX are wrong for TensorRT-RTX: {wrong}"
+    members = run_python(
+        "import json, tensorrt_rtx_bindings as t; "
+        "print(json.dumps(list(t.ComputeCapability.__members__)))",
+        paths=[path],
+    )
+    assert {"SM75", "SM80", "SM86", "SM89", "SM120", "SM121"} <= set(members)
+
+
+def test_rtx_only_names_are_absent_from_tensorrt() -> None:
+    """ComputeCapability and the AOT target setters are RTX's alone: TensorRT 11.4 has none of them,
+    which is why `--compute-capability` needs `--builder tensorrt-rtx`."""
+    path = require("tensorrt-cu13-bindings-11.4.0.106")
+    result = run_python(
+        CHECK.replace('"MODULE"', "'tensorrt_bindings'"),
+        paths=[path],
+        stubs=bindings_dir() / "stubs11",
+        stdin=sorted(api.FLAVOUR_ONLY),
+    )
+    assert result["present"] == dict.fromkeys(sorted(api.FLAVOUR_ONLY), False)

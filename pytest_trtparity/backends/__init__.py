@@ -13,6 +13,7 @@ from .base import Backend, BackendInfo, IOInfo
 REGISTRY: dict[str, str] = {
     "onnxruntime": "pytest_trtparity.backends.onnxruntime:OnnxRuntimeBackend",
     "tensorrt": "pytest_trtparity.backends.tensorrt:TensorRTBackend",
+    "tensorrt-rtx": "pytest_trtparity.backends.tensorrt:TensorRTRTXBackend",
     "torch": "pytest_trtparity.backends.torch:TorchBackend",
 }
 

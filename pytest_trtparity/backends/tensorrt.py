@@ -4,6 +4,10 @@ What it guarantees, beyond running the engine:
 - nothing touches TensorRT before a CUDA device is confirmed (the lean runtime segfaults without
   one), and a plan the build report says was made by another TensorRT or for another GPU is refused
   before it is deserialized;
+- TensorRT-RTX plans (`--trt-backend tensorrt-rtx`, or a build report saying the plan came from
+  TensorRT-RTX) run through the same API calls with the TensorRT-RTX module; no GPU, or a GPU the
+  runtime does not support (TensorRT-RTX refuses Hopper), is `ExecutionUnavailable`: one sentence,
+  and the gate's execution checks skip with it;
 - the engine's I/O is checked against the contract at load, by tensor name;
 - every output buffer is filled with NaN bit patterns before each step, so a kernel that writes
   nothing cannot pass with the previous chunk's data;
@@ -24,7 +28,14 @@ import numpy as np
 
 from ..bindings import engine_problems
 from ..contract import Contract
-from ..errors import BackendError, BindingError, EngineLoadError, InvariantViolation
+from ..errors import (
+    BackendError,
+    BindingError,
+    EngineLoadError,
+    ExecutionUnavailable,
+    InvariantViolation,
+    MissingDependencyError,
+)
 from ..invariants import violation
 from ..trt import api, compat, cuda
 from ..trt.profiles import Range, choose_profile, match_profile_names, plan_profiles
@@ -39,18 +50,30 @@ GraphKey = tuple[int, tuple[tuple[str, tuple[int, ...]], ...], tuple[int, ...]]
 
 class TensorRTBackend(Backend):
     kind = "tensorrt"
+    #: the runtime module family; None: as the build report says, else TensorRT
+    flavour: str | None = None
 
     # -- loading -------------------------------------------------------------------------------
+    def _find_gpu(self) -> cuda.DeviceInfo:
+        """The GPU to run on, or ExecutionUnavailable naming why there is none."""
+        try:
+            return cuda.require_device(int(self.options.get("device") or 0))
+        except MissingDependencyError as exc:
+            raise ExecutionUnavailable(
+                f"{self.path}: cannot look for a GPU to run the engine on: {exc}"
+            ) from None
+
     def _load_impl(self) -> tuple[tuple[IOInfo, ...], tuple[IOInfo, ...]]:
+        data = read_engine_file(self.path)
+        self._meta = compat.read_meta(self.path)
+        flavour = self.flavour or (self._meta.flavour if self._meta else "tensorrt")
         self._res = cuda.Resources()
-        self._gpu = cuda.require_device(int(self.options.get("device") or 0))
-        trt = api.import_runtime()
+        self._gpu = self._find_gpu()
+        trt = api.import_runtime(flavour)
         self._trt = trt
         self._version = api.version(trt)
-        data = read_engine_file(self.path)
         self._bytes = len(data)
         self._sha = hashlib.sha256(data).hexdigest()
-        self._meta = compat.read_meta(self.path)
         if self._meta is not None:
             compat.check_before_load(
                 self.path,
@@ -67,6 +90,9 @@ class TensorRTBackend(Backend):
         )
         del data
         if self._engine is None:
+            refusal = compat.gpu_refusal(self.path, api.title(trt), api.last_lines(self._logger))
+            if refusal is not None:
+                raise ExecutionUnavailable(refusal)
             raise EngineLoadError(
                 compat.deserialize_failure(
                     self.path,
@@ -399,7 +425,7 @@ class TensorRTBackend(Backend):
     def info(self) -> BackendInfo:
         self.load()
         return BackendInfo(
-            backend=self.kind,
+            backend=api.flavour_of(self._trt),
             version=self._version,
             device=self._gpu.describe(),
             engine=str(self.path),
@@ -414,6 +440,7 @@ class TensorRTBackend(Backend):
                 "cuda_graphs": self._use_graphs,
                 "cuda_graph_notes": list(self.graph_notes),
                 "built_by": self._meta.trt_version if self._meta else None,
+                "built_for": list(self._meta.targets) if self._meta else [],
             },
         )
 
@@ -425,3 +452,10 @@ class TensorRTBackend(Backend):
             }
             for name, p in zip(self._profile_names, self._profiles, strict=True)
         }
+
+
+class TensorRTRTXBackend(TensorRTBackend):
+    """A TensorRT-RTX plan (RTX GPUs, Turing to Blackwell, and A100-class; not Hopper): the same
+    runtime path with the TensorRT-RTX module."""
+
+    flavour = "tensorrt-rtx"

@@ -2,8 +2,10 @@
 
 The pip wheels of TensorRT carry no trtexec, so the build goes through the Python API. Engines come
 from the engine cache when nothing that shapes them changed, and a build report JSON lands beside
-each one (TensorRT version, GPU, profiles, options, build time, size, per-layer precision); the
-TensorRT backend reads it to refuse an engine from another TensorRT or GPU before loading it.
+each one (builder and version, GPU or target compute capabilities, profiles, options, build time,
+size, sha256, the parsed network, per-layer precision); the TensorRT backend reads it to refuse an
+engine from another TensorRT or GPU before loading it. `--builder tensorrt-rtx` with
+`--compute-capability X.Y` builds ahead of time on a machine without a GPU.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..trt.api import FLAVOURS
 from ..trt.build import HARDWARE_LEVELS, PRECISIONS
 
 
@@ -94,6 +97,21 @@ def register(sub: Any) -> None:
         default="NONE",
         help="hardware compatibility level (AMPERE_PLUS: runs on any Ampere or newer GPU)",
     )
+    parser.add_argument(
+        "--builder",
+        choices=FLAVOURS,
+        default="tensorrt",
+        help="tensorrt (builds for the GPU it runs on) or tensorrt-rtx (also ahead of time, no GPU)",
+    )
+    parser.add_argument(
+        "--compute-capability",
+        action="append",
+        default=[],
+        metavar="X.Y",
+        dest="compute_capability",
+        help="target compute capability of an ahead-of-time build (tensorrt-rtx; repeatable; "
+        "required without a GPU)",
+    )
     parser.add_argument("--device", type=int, default=0, help="CUDA device to build on")
     parser.add_argument("--json", action="store_true", help="print the build report as JSON")
     parser.set_defaults(func=_build)
@@ -110,6 +128,8 @@ def _build(args: argparse.Namespace) -> int:
         allow_tf32=args.tf32,
         version_compatible=args.version_compatible,
         hardware_compatibility=args.hardware_compatibility,
+        builder=args.builder,
+        compute_capabilities=tuple(args.compute_capability),
     )
     contract = load_contract(args.contract)
     result = build_engine(

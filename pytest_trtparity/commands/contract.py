@@ -1,10 +1,17 @@
-"""`trtparity contract init|check`."""
+"""`trtparity contract init|check`.
+
+`check --onnx M.onnx` compares the contract with the model as ONNX Runtime reads it; adding
+`--builder tensorrt|tensorrt-rtx` compares it with the network TensorRT's own parser makes of the
+file (names, dtypes, ranks, dynamic dimensions, and whether TensorRT accepts each profile's shapes),
+which needs the builder but no GPU."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 from typing import Any
+
+from ..errors import ConfigError
 
 
 def register(sub: Any) -> None:
@@ -20,6 +27,11 @@ def register(sub: Any) -> None:
     check.add_argument("contract", type=Path, metavar="FILE")
     check.add_argument(
         "--onnx", type=Path, help="also check this ONNX model's I/O against the contract"
+    )
+    check.add_argument(
+        "--builder",
+        choices=("tensorrt", "tensorrt-rtx"),
+        help="check --onnx as this TensorRT builder parses it (no GPU needed), not ONNX Runtime",
     )
     check.set_defaults(func=_check)
 
@@ -46,7 +58,11 @@ def _check(args: argparse.Namespace) -> int:
     for inv in contract.invariants:
         print(f"  invariant: {inv.describe()}")
     if args.onnx is None:
+        if args.builder:
+            raise ConfigError("--builder checks the contract against a model: pass --onnx M.onnx")
         return 0
+    if args.builder:
+        return _check_parsed(args.onnx, contract, args.builder)
     from ..backends.onnxruntime import OnnxRuntimeBackend
     from ..bindings import engine_problems
 
@@ -57,3 +73,19 @@ def _check(args: argparse.Namespace) -> int:
     if not problems:
         print(f"  {args.onnx}: I/O matches the contract")
     return 1 if problems else 0
+
+
+def _check_parsed(onnx: Path, contract: Any, builder: str) -> int:
+    from ..trt.check import check_network
+
+    result = check_network(onnx, contract, builder)
+    network = result.network
+    for p in result.problems:
+        print(f"  MISMATCH {onnx} as {result.who} parsed it: {p}")
+    if not result.problems:
+        print(
+            f"  {onnx}: the network {result.who} parsed ({len(network.inputs)} inputs, "
+            f"{len(network.outputs)} outputs, {len(network.layers)} layers) matches the contract, "
+            f"and it accepts {len(contract.profiles)} profile(s)"
+        )
+    return 1 if result.problems else 0

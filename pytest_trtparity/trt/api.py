@@ -1,8 +1,10 @@
 """Every TensorRT call the plugin makes, and nothing else: the only module that imports tensorrt.
 
-Each function is a few calls against the documented Python API of TensorRT 10.x and 11.x, with every
-boolean return and None result checked. Where the versions differ (weak typing and the precision
-flags are gone in 11.x; the v1 memory APIs too) both are handled here and nowhere else.
+Each function is a few calls against the documented Python API of TensorRT 10.x and 11.x and of
+TensorRT-RTX 1.x (the same API under the module `tensorrt_rtx_bindings`, always strongly typed, with
+ahead-of-time compute-capability targets), with every boolean return and None result checked. Where
+the versions or flavours differ (weak typing and the precision flags are gone in 11.x and RTX; the
+v1 memory APIs too; only RTX names its targets) both are handled here and nowhere else.
 
 Objects from TensorRT are always held in variables named as in `OBJECT_TYPES`, so that
 tests/test_trt_api_surface.py can check every attribute this module touches against the real
@@ -19,21 +21,42 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import BackendError, ConfigError, EngineLoadError, MissingDependencyError
+from ..errors import (
+    BackendError,
+    BuildError,
+    ConfigError,
+    EngineLoadError,
+    MissingDependencyError,
+)
 from . import cuda
 from .profiles import Range
+from .report import NetworkDescription, NetworkLayer, NetworkTensor
 from .tensors import TensorDesc, dims_of, dtype_name, nbytes
 
 log = logging.getLogger("pytest_trtparity.trt")
+log.addHandler(logging.NullHandler())  # TensorRT's errors reach users in our sentences, not raw
+
+#: What TensorRT-RTX logs after other errors on a machine without a CUDA driver: noise, not the cause.
+NO_DRIVER_NOISE = "catchCudaError"
 
 #: Modules tried in order: the full library (builder + runtime), then the lean runtime.
 FULL_MODULES = ("tensorrt", "tensorrt_bindings")
 RUNTIME_MODULES = (*FULL_MODULES, "tensorrt_lean", "tensorrt_lean_bindings")
+#: TensorRT-RTX: one module holds builder, parser and runtime (its library loads without a GPU).
+RTX_MODULES = ("tensorrt_rtx", "tensorrt_rtx_bindings")
+
+#: Builder flavours: the TensorRT library, and TensorRT-RTX (RTX GPUs and A100-class, AOT targets).
+FLAVOURS = ("tensorrt", "tensorrt-rtx")
+FLAVOUR_TITLES = {"tensorrt": "TensorRT", "tensorrt-rtx": "TensorRT-RTX"}
 
 INSTALL_BUILDER = (
     "building engines needs the full TensorRT library with its builder and ONNX parser: "
     "pip install tensorrt-cu12 (TensorRT 10.x, CUDA 12) or tensorrt-cu13 (11.x, CUDA 13) on a machine "
     "with an NVIDIA driver; the lean and dispatch runtimes cannot build"
+)
+INSTALL_RTX = (
+    "TensorRT-RTX is not installed: pip install tensorrt-rtx-cu13-libs==1.7.1.116 "
+    "tensorrt-rtx-cu13-bindings==1.7.1.116 (its builder and ONNX parser work without a GPU)"
 )
 INSTALL_RUNTIME = (
     "the TensorRT backend needs TensorRT's Python runtime: pip install tensorrt-cu12 or tensorrt-cu13 "
@@ -53,7 +76,25 @@ OBJECT_TYPES: dict[str, str] = {
     "engine": "ICudaEngine",
     "context": "IExecutionContext",
     "inspector": "EngineInspector",
+    "layer": "ILayer",
+    "tensor": "ITensor",
 }
+
+#: Attributes only one flavour has: path -> that flavour (the API-surface test checks both ways).
+FLAVOUR_ONLY: dict[str, str] = {
+    "ComputeCapability": "tensorrt-rtx",
+    "IBuilderConfig.num_compute_capabilities": "tensorrt-rtx",
+    "IBuilderConfig.set_compute_capability": "tensorrt-rtx",
+}
+#: Attributes TensorRT-RTX lacks although TensorRT has them (it has no int8 calibration, no v1 memory API).
+NOT_IN_RTX = frozenset(
+    {
+        "IInt8EntropyCalibrator2",
+        "IBuilderConfig.int8_calibrator",
+        "IBuilderConfig.set_calibration_profile",
+        "ICudaEngine.device_memory_size",
+    }
+)
 
 #: Attributes that exist only in some versions: path -> (first version, first version without).
 VERSIONED: dict[str, tuple[tuple[int, ...], tuple[int, ...] | None]] = {
@@ -101,19 +142,28 @@ def _import_first(names: Sequence[str], *, need: str | None) -> Any:
     return None
 
 
-def import_builder() -> Any:
-    """The full TensorRT module (with Builder and OnnxParser), or MissingDependencyError."""
-    module = _import_first(FULL_MODULES, need="Builder")
+def _check_flavour(flavour: str) -> None:
+    if flavour not in FLAVOURS:
+        raise ConfigError(f"--builder {flavour!r}: expected one of {', '.join(FLAVOURS)}")
+
+
+def import_builder(flavour: str = "tensorrt") -> Any:
+    """The module of `flavour` with Builder and OnnxParser, or MissingDependencyError."""
+    _check_flavour(flavour)
+    modules = RTX_MODULES if flavour == "tensorrt-rtx" else FULL_MODULES
+    module = _import_first(modules, need="Builder")
     if module is None:
-        raise MissingDependencyError(INSTALL_BUILDER)
+        raise MissingDependencyError(INSTALL_RTX if flavour == "tensorrt-rtx" else INSTALL_BUILDER)
     return module
 
 
-def import_runtime() -> Any:
-    """A TensorRT module with a Runtime: the full library, else the lean runtime."""
-    module = _import_first(RUNTIME_MODULES, need="Runtime")
+def import_runtime(flavour: str = "tensorrt") -> Any:
+    """A module of `flavour` with a Runtime: for TensorRT the full library, else the lean runtime."""
+    _check_flavour(flavour)
+    modules = RTX_MODULES if flavour == "tensorrt-rtx" else RUNTIME_MODULES
+    module = _import_first(modules, need="Runtime")
     if module is None:
-        raise MissingDependencyError(INSTALL_RUNTIME)
+        raise MissingDependencyError(INSTALL_RTX if flavour == "tensorrt-rtx" else INSTALL_RUNTIME)
     return module
 
 
@@ -127,6 +177,33 @@ def major(trt: Any) -> int:
 
 def is_lean(trt: Any) -> bool:
     return not hasattr(trt, "Builder")
+
+
+def flavour_of(trt: Any) -> str:
+    """'tensorrt-rtx' for the TensorRT-RTX module, else 'tensorrt'."""
+    return "tensorrt-rtx" if str(trt.__name__).startswith("tensorrt_rtx") else "tensorrt"
+
+
+def title(trt: Any) -> str:
+    """'TensorRT 10.16.1' or 'TensorRT-RTX 1.7.1.116': how messages name the library."""
+    return f"{FLAVOUR_TITLES[flavour_of(trt)]} {version(trt)}"
+
+
+def always_strongly_typed(trt: Any) -> bool:
+    """TensorRT 11.x and TensorRT-RTX have no weak typing: precision comes from the graph."""
+    return flavour_of(trt) == "tensorrt-rtx" or major(trt) >= 11
+
+
+def compute_capabilities(trt: Any) -> tuple[str, ...]:
+    """The ahead-of-time targets this builder offers ('8.9', ...); () when it builds only for
+    the GPU it runs on (TensorRT itself)."""
+    members = getattr(getattr(trt, "ComputeCapability", None), "__members__", {})
+    out = []
+    for name in members:
+        digits = name.removeprefix("SM")
+        if name.startswith("SM") and digits.isdigit() and len(digits) >= 2:
+            out.append(f"{digits[:-1]}.{digits[-1]}")
+    return tuple(out)
 
 
 # -- logging ------------------------------------------------------------------------------------
@@ -164,6 +241,13 @@ def last_lines(logger: Any) -> list[str]:
     return list(getattr(logger, "lines", []))
 
 
+def forget_lines(logger: Any) -> None:
+    """Drop what the logger kept, so the next failure is not explained by an earlier one."""
+    lines = getattr(logger, "lines", None)
+    if isinstance(lines, list):
+        lines.clear()
+
+
 # -- building ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BuildRequest:
@@ -180,6 +264,10 @@ class BuildRequest:
     allow_tf32: bool = False
     calibration: Iterable[Mapping[str, np.ndarray]] | None = None
     calibration_cache: bytes = b""
+    #: ahead-of-time targets ('8.9', ...), TensorRT-RTX only; () builds for the GPU present
+    compute_capabilities: tuple[str, ...] = ()
+    #: the user's file, named in errors (`onnx` may be a staged copy)
+    origin: str = ""
 
 
 @dataclass
@@ -188,6 +276,7 @@ class BuildOutput:
     timing_cache: bytes
     calibration_cache: bytes = b""
     log: list[str] = field(default_factory=list)
+    network: NetworkDescription | None = None
 
 
 def _parse_errors(parser: Any) -> list[str]:
@@ -205,26 +294,82 @@ def has_builder_flag(trt: Any, name: str) -> bool:
 
 
 def network_flags(trt: Any, *, strongly_typed: bool) -> int:
-    """STRONGLY_TYPED on request under 10.x; 11.x is always strongly typed and deprecates the flag."""
-    if strongly_typed and major(trt) < 11:
+    """STRONGLY_TYPED on request under 10.x; 11.x and RTX are always strongly typed."""
+    if strongly_typed and not always_strongly_typed(trt):
         return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     return 0
 
 
-def build_plan(trt: Any, request: BuildRequest, logger: Any) -> BuildOutput:
-    """Parse the (staged) ONNX file and build a serialized plan."""
+@dataclass
+class Parsed:
+    """A parsed network and the objects that must outlive it (the parser owns its weights)."""
+
+    builder: Any
+    network: Any
+    parser: Any
+
+
+def parse_network(
+    trt: Any, onnx: str, logger: Any, *, strongly_typed: bool = False, origin: str = ""
+) -> Parsed:
+    """Parse an ONNX file into a TensorRT network; BuildError naming file, node and message."""
     builder = trt.Builder(logger)
     if not builder:
-        raise BackendError(f"TensorRT {version(trt)} could not create a builder: {_tail(logger)}")
-    network = builder.create_network(network_flags(trt, strongly_typed=request.strongly_typed))
+        raise BuildError(f"{title(trt)} could not create a builder: {_tail(logger)}")
+    network = builder.create_network(network_flags(trt, strongly_typed=strongly_typed))
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(request.onnx) or parser.num_errors:
-        errors = _parse_errors(parser) or [_tail(logger)]
-        raise ConfigError(
-            f"{request.onnx}: TensorRT's ONNX parser failed: {errors[0]}"
+    if not parser.parse_from_file(onnx) or parser.num_errors:
+        errors = _parse_errors(parser) or [last_error(logger)]
+        raise BuildError(
+            f"{origin or onnx}: {title(trt)}'s ONNX parser failed at {errors[0]}"
             + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
         )
+    return Parsed(builder, network, parser)
+
+
+def _tensor(tensor: Any) -> NetworkTensor:
+    dtype = tensor.dtype  # a DataType member; .name is read off it, not off ITensor
+    return NetworkTensor(tensor.name, str(dtype.name), tuple(int(d) for d in tensor.shape))
+
+
+def describe_network(trt: Any, network: Any) -> NetworkDescription:
+    """The network as TensorRT parsed it: inputs, outputs, and each layer with its output dtypes."""
+    ins = tuple(_tensor(network.get_input(i)) for i in range(network.num_inputs))
+    outs = tuple(_tensor(network.get_output(i)) for i in range(network.num_outputs))
+    layers = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        kind = layer.type  # a LayerType member
+        dtypes = tuple(_tensor(layer.get_output(j)).dtype for j in range(layer.num_outputs))
+        layers.append(NetworkLayer(layer.name, str(kind.name), dtypes))
+    return NetworkDescription(ins, outs, tuple(layers))
+
+
+def check_profile(trt: Any, parsed: Parsed, shapes: Mapping[str, Range], logger: Any) -> str | None:
+    """Why TensorRT refuses this optimization profile, or None when it accepts it."""
+    forget_lines(logger)
+    profile = parsed.builder.create_optimization_profile()
+    config = parsed.builder.create_builder_config()
+    try:
+        for name, (lo, opt, hi) in shapes.items():
+            profile.set_shape(name, lo, opt, hi)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        return str(exc) or last_error(logger)
+    if not profile:  # IOptimizationProfile.__bool__: False when the shapes are inconsistent
+        return last_error(logger)
+    if config.add_optimization_profile(profile) < 0:
+        return last_error(logger)
+    return None
+
+
+def build_plan(trt: Any, request: BuildRequest, logger: Any) -> BuildOutput:
+    """Parse the (staged) ONNX file and build a serialized plan."""
+    parsed = parse_network(
+        trt, request.onnx, logger, strongly_typed=request.strongly_typed, origin=request.origin
+    )
+    builder, network = parsed.builder, parsed.network
     config = builder.create_builder_config()
+    set_targets(trt, config, request.compute_capabilities, logger)
     if request.workspace:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(request.workspace))
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
@@ -255,9 +400,11 @@ def build_plan(trt: Any, request: BuildRequest, logger: Any) -> BuildOutput:
             raise ConfigError(f"TensorRT rejected optimization profile {index}: {_tail(logger)}")
         if first_profile is None:
             first_profile = profile
-    timing = config.create_timing_cache(request.timing_cache)
-    if not config.set_timing_cache(timing, True):
-        raise BackendError(f"TensorRT could not attach the timing cache: {_tail(logger)}")
+    uses_timing_cache = flavour_of(trt) == "tensorrt"  # no-ops, deprecated, in TensorRT-RTX
+    if uses_timing_cache:
+        timing = config.create_timing_cache(request.timing_cache)
+        if not config.set_timing_cache(timing, True):
+            raise BackendError(f"TensorRT could not attach the timing cache: {_tail(logger)}")
     calibrator = None
     if request.calibration is not None:
         calibrator = _calibrator(trt, network, request.calibration, request.calibration_cache)
@@ -270,19 +417,77 @@ def build_plan(trt: Any, request: BuildRequest, logger: Any) -> BuildOutput:
         if calibrator is not None:
             calibrator.release()
     if plan is None:
-        raise BackendError(f"TensorRT {version(trt)} failed to build the engine: {_tail(logger)}")
-    timing = config.get_timing_cache()
+        raise BuildError(build_failure(request.origin or request.onnx, title(trt), network, logger))
+    timing = config.get_timing_cache() if uses_timing_cache else None
     return BuildOutput(
         plan=bytes(plan),
         timing_cache=bytes(timing.serialize()) if timing is not None else b"",
         calibration_cache=calibrator.cache if calibrator is not None else b"",
         log=last_lines(logger),
+        network=describe_network(trt, network),
     )
 
 
 def _tail(logger: Any) -> str:
     lines = last_lines(logger)
     return lines[-1] if lines else "no message from TensorRT"
+
+
+def last_error(logger: Any) -> str:
+    """TensorRT's last error message (its severity prefix removed), else its last warning."""
+    lines = last_lines(logger)
+    errors = []
+    for line in lines:
+        for prefix in ("INTERNAL_ERROR: ", "ERROR: "):
+            if line.startswith(prefix):
+                errors.append(line[len(prefix) :])
+    real = [e for e in errors if NO_DRIVER_NOISE not in e]
+    if real or errors:
+        return (real or errors)[-1]
+    return lines[-1] if lines else "no message from TensorRT"
+
+
+def set_targets(trt: Any, config: Any, targets: Sequence[str], logger: Any) -> None:
+    """Ahead-of-time compute-capability targets (TensorRT-RTX): no GPU needed to build for them."""
+    if not targets:
+        return
+    offered = compute_capabilities(trt)
+    if not offered:
+        raise ConfigError(
+            f"{title(trt)} builds only for the GPU it runs on; --compute-capability needs --builder tensorrt-rtx"
+        )
+    members = []
+    for cc in targets:
+        if cc not in offered:
+            raise ConfigError(
+                f"--compute-capability {cc}: {title(trt)} targets only {', '.join(offered)}"
+            )
+        members.append(getattr(trt.ComputeCapability, "SM" + cc.replace(".", "")))
+    config.num_compute_capabilities = len(members)
+    for index, member in enumerate(members):
+        if not config.set_compute_capability(member, index):
+            raise ConfigError(
+                f"{title(trt)} refused compute capability {targets[index]}: {_tail(logger)}"
+            )
+
+
+def build_failure(onnx: str, who: str, network: Any, logger: Any) -> str:
+    """One sentence for a build that returned no plan: file, layer/node when TensorRT names one, message."""
+    message = last_error(logger)
+    node = _named_layer(network, message)
+    where = f" at node {node}" if node else ""
+    return f"{onnx}: {who} could not build the engine{where}: {message}"
+
+
+def _named_layer(network: Any, message: str) -> str | None:
+    """The longest layer name (TensorRT names layers after ONNX nodes) that the message mentions."""
+    found = None
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        name = str(layer.name)
+        if name and name in message and (found is None or len(name) > len(found)):
+            found = name
+    return found
 
 
 def _calibrator(

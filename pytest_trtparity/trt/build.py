@@ -1,9 +1,14 @@
 """Building an engine from ONNX: options, precision rules per TensorRT version, caches, report.
 
 The decisions live here as plain functions (tested in CI); `api.build_plan` only executes them.
-A request the installed TensorRT cannot honour is an error before anything is built: 11.x removed
-weak typing and the fp16/bf16/int8 builder flags, and quietly building fp32 instead would make the
-gate certify an engine nobody asked for.
+A request the installed TensorRT cannot honour is an error before anything is built: 11.x and
+TensorRT-RTX removed weak typing and the fp16/bf16/int8 builder flags, and quietly building fp32
+instead would make the gate certify an engine nobody asked for.
+
+Two builders: TensorRT, which builds for the GPU it runs on, and TensorRT-RTX, which also builds
+ahead of time for named compute capabilities with no GPU at all (so CI machines run the real
+builder). Without a GPU, the targets must be named: guessing one would cache a plan for a GPU
+nobody asked for.
 """
 
 from __future__ import annotations
@@ -23,13 +28,13 @@ import numpy as np
 from ..artifacts.atomic import write_bytes
 from ..backends.base import file_sha256
 from ..contract import Contract
-from ..errors import ConfigError
+from ..errors import ConfigError, TrtParityError
 from . import onnx_files
-from .api import PRECISION_FLAGS
+from .api import FLAVOURS, PRECISION_FLAGS
 from .cache import EngineCache, cache_key, default_cache_dir
 from .compat import report_path, version_tuple
 from .profiles import PlannedProfile, plan_profiles
-from .report import BuildReport, parse_inspector
+from .report import BuildReport, network_json, parse_inspector
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "graph")
 HARDWARE_LEVELS = ("NONE", "AMPERE_PLUS", "SAME_COMPUTE_CAPABILITY")
@@ -52,6 +57,7 @@ _UNITS = {
     "tb": 10**12,
 }
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
+_CC = re.compile(r"^[0-9]+\.[0-9]$")
 
 
 def parse_size(text: str) -> int:
@@ -74,8 +80,18 @@ class BuildOptions:
     allow_tf32: bool = False
     version_compatible: bool = False
     hardware_compatibility: str = "NONE"
+    builder: str = "tensorrt"
+    #: ahead-of-time targets ('8.9', ...); () builds for the GPU present
+    compute_capabilities: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.builder not in FLAVOURS:
+            raise ConfigError(f"--builder {self.builder!r}: expected one of {', '.join(FLAVOURS)}")
+        for cc in self.compute_capabilities:
+            if not _CC.match(cc):
+                raise ConfigError(
+                    f"--compute-capability {cc!r}: expected MAJOR.MINOR, for example 8.9"
+                )
         if self.precision not in PRECISIONS:
             raise ConfigError(
                 f"--precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}"
@@ -93,6 +109,8 @@ class BuildOptions:
             "allow_tf32": self.allow_tf32,
             "version_compatible": self.version_compatible,
             "hardware_compatibility": self.hardware_compatibility,
+            "builder": self.builder,
+            "compute_capabilities": list(self.compute_capabilities),
         }
 
 
@@ -108,13 +126,22 @@ class PrecisionPlan:
 
 
 def precision_plan(
-    precision: str, trt_version: str, has_flag: Callable[[str], bool]
+    precision: str,
+    trt_version: str,
+    has_flag: Callable[[str], bool],
+    *,
+    strongly_typed_only: bool | None = None,
 ) -> PrecisionPlan:
-    """How to ask the installed TensorRT for `precision`, or ConfigError when it cannot."""
+    """How to ask the installed TensorRT for `precision`, or ConfigError when it cannot.
+
+    `strongly_typed_only` is True for TensorRT-RTX (versions 1.x, no weak typing); None derives it
+    from the TensorRT version (11.x and later)."""
     major = version_tuple(trt_version)[:1] or (0,)
+    if strongly_typed_only is None:
+        strongly_typed_only = major[0] >= 11
     if precision == "graph":
         return PrecisionPlan((), True, False)
-    if major[0] >= 11:
+    if strongly_typed_only:
         if precision == "fp32":
             return PrecisionPlan((), True, False)
         flag = PRECISION_FLAGS[precision]
@@ -124,7 +151,7 @@ def precision_plan(
             else "Q/DQ nodes (ModelOpt quantization)"
         )
         raise ConfigError(
-            f"--precision {precision}: TensorRT {trt_version} has no BuilderFlag.{flag} (11.x removed weak typing), "
+            f"--precision {precision}: TensorRT {trt_version} has no BuilderFlag.{flag} (11.x and TensorRT-RTX have no weak typing), "
             f"so precision comes from the ONNX graph; convert the model to {precision} with {how} and build it "
             "with --precision graph"
         )
@@ -176,6 +203,53 @@ def _read(path: Path | None) -> bytes:
     return path.read_bytes() if path is not None and path.is_file() else b""
 
 
+@dataclass(frozen=True)
+class Target:
+    """What a plan is built for: the GPU present, or named compute capabilities (ahead of time)."""
+
+    gpu_name: str
+    compute_capability: str  # the GPU's; "" for an ahead-of-time build
+    targets: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """Compute capabilities as timing-cache file names carry them."""
+        return "+".join(self.targets) if self.targets else self.compute_capability
+
+
+def choose_target(
+    options: BuildOptions,
+    offered: tuple[str, ...],
+    who: str,
+    find_gpu: Callable[[], Any],
+) -> Target:
+    """The build's target, or ConfigError: named targets must be ones this builder offers, and
+    without them a GPU must be present (never a guessed default)."""
+    if options.compute_capabilities:
+        if not offered:
+            raise ConfigError(
+                f"--compute-capability: {who} builds only for the GPU it runs on; ahead-of-time "
+                "builds need --builder tensorrt-rtx"
+            )
+        unknown = [cc for cc in options.compute_capabilities if cc not in offered]
+        if unknown:
+            raise ConfigError(
+                f"--compute-capability {unknown[0]}: {who} targets only {', '.join(offered)}"
+            )
+        targets = tuple(dict.fromkeys(options.compute_capabilities))
+        return Target("none (ahead-of-time build)", "", targets)
+    try:
+        gpu = find_gpu()
+    except TrtParityError as exc:
+        hint = (
+            f"name the targets with --compute-capability X.Y (repeatable; {who} offers {', '.join(offered)})"
+            if offered
+            else "TensorRT-RTX builds without one: --builder tensorrt-rtx --compute-capability X.Y"
+        )
+        raise ConfigError(f"{who} has no GPU to build for ({exc}); {hint}") from None
+    return Target(str(gpu.name), str(gpu.compute_capability))
+
+
 def build_engine(
     onnx: Path,
     contract: Contract,
@@ -199,12 +273,18 @@ def build_engine(
         )
     files = onnx_files.sidecars(onnx)
     digest = onnx_files.model_digest(onnx, files)
-    trt = api.import_builder()
+    trt = api.import_builder(options.builder)
     version = api.version(trt)
+    who = api.title(trt)
     precision = precision_plan(
-        options.precision, version, lambda flag: api.has_builder_flag(trt, flag)
+        options.precision,
+        version,
+        lambda flag: api.has_builder_flag(trt, flag),
+        strongly_typed_only=api.always_strongly_typed(trt),
     )
-    gpu = cuda.require_device(device)
+    target = choose_target(
+        options, api.compute_capabilities(trt), who, lambda: cuda.require_device(device)
+    )
     key_options = options.to_json()
     if precision.calibrate and reference is not None:
         key_options["calibration_reference"] = file_sha256(reference)
@@ -213,7 +293,9 @@ def build_engine(
         profiles=profiles_json(planned),
         options=key_options,
         trt_version=version,
-        compute_capability=gpu.compute_capability,
+        compute_capability=target.compute_capability,
+        flavour=options.builder,
+        targets=target.targets,
     )
     cache = EngineCache(cache_dir or default_cache_dir())
     cached = cache.lookup(key)
@@ -221,7 +303,8 @@ def build_engine(
         report = json.loads(report_path(cached).read_text("utf-8"))
         engine = cache.copy_to(cached, output) if output else cached
         return BuildResult(engine, report, cache_hit=True)
-    tc_path = timing_cache or cache.timing_cache(version, gpu.compute_capability)
+    cache_version = version if options.builder == "tensorrt" else f"{options.builder}-{version}"
+    tc_path = timing_cache or cache.timing_cache(cache_version, target.label)
     calib_path = cache.root / "calibration" / f"{key[:32]}.cache"
     request = api.BuildRequest(
         onnx="",
@@ -237,6 +320,8 @@ def build_engine(
         if precision.calibrate and reference
         else None,
         calibration_cache=_read(calib_path),
+        compute_capabilities=target.targets,
+        origin=str(onnx),
     )
     logger = api.new_logger(trt)
     with tempfile.TemporaryDirectory(prefix="trtparity-onnx-") as tmp:
@@ -254,18 +339,24 @@ def build_engine(
         write_bytes(calib_path, out.calibration_cache)
     notes: list[str] = []
     layers = None
-    try:
-        runtime, engine_obj = api.deserialize(trt, out.plan, logger)
-        if engine_obj is None:
-            raise ConfigError("the new plan did not deserialize")
-        layers = parse_inspector(api.inspect_layers(trt, engine_obj))
-        del engine_obj, runtime
-    except (ConfigError, ValueError) as exc:
-        notes.append(f"engine inspector unavailable: {exc}")
+    if target.targets:
+        notes.append(
+            "built ahead of time without a GPU: per-layer precision is the parsed network's "
+            "(the engine inspector needs a GPU the runtime supports)"
+        )
+    else:
+        try:
+            runtime, engine_obj = api.deserialize(trt, out.plan, logger)
+            if engine_obj is None:
+                raise ConfigError(f"the new plan did not deserialize: {api.last_error(logger)}")
+            layers = parse_inspector(api.inspect_layers(trt, engine_obj))
+            del engine_obj, runtime
+        except (ConfigError, ValueError) as exc:
+            notes.append(f"engine inspector unavailable: {exc}")
     report = BuildReport(
         trt_version=version,
-        gpu=gpu.name,
-        compute_capability=gpu.compute_capability,
+        gpu=target.gpu_name,
+        compute_capability=target.compute_capability,
         profiles=profiles_json(planned),
         options={
             **key_options,
@@ -280,6 +371,9 @@ def build_engine(
         cache_key=key,
         layers=layers,
         notes=notes,
+        flavour=options.builder,
+        targets=target.targets,
+        network=network_json(out.network) if out.network is not None else None,
     ).to_json()
     stored = cache.store(key, out.plan, report)
     engine = cache.copy_to(stored, output) if output else stored
@@ -293,8 +387,21 @@ def summary_line(result: BuildResult) -> str:
     precisions = (
         ", ".join(f"{k} {v}" for k, v in (layers.get("precisions") or {}).items()) or "unknown"
     )
+    tensorrt = r["tensorrt"]
+    who = "TensorRT-RTX" if tensorrt.get("flavour") == "tensorrt-rtx" else "TensorRT"
+    targets = r.get("targets") or []
+    where = (
+        f"for compute capability {', '.join(targets)} (ahead of time, no GPU)"
+        if targets
+        else f"on {r['device']['name']} (sm {r['device']['compute_capability']})"
+    )
+    network = r.get("network") or {}
+    count = layers.get("layer_count", network.get("layer_count", "?"))
+    if not layers and network:
+        precisions = ", ".join(f"{k} {v}" for k, v in network.get("output_dtypes", {}).items())
+        precisions = f"network output dtypes: {precisions or 'unknown'}"
+    sha = r["engine"].get("sha256", "")[:16]
     return (
-        f"{result.engine}: {r['engine']['bytes']} bytes {how}, TensorRT {r['tensorrt']['version']} on "
-        f"{r['device']['name']} (sm {r['device']['compute_capability']}), {layers.get('layer_count', '?')} layers "
-        f"({precisions})"
+        f"{result.engine}: {r['engine']['bytes']} bytes (sha256 {sha}…) {how}, {who} "
+        f"{tensorrt['version']} {where}, {count} layers ({precisions})"
     )

@@ -1,7 +1,8 @@
 """The engine cache and the timing cache: CI rebuilds only what changed.
 
 An engine is reusable exactly when the same ONNX bytes (sidecars included), the same profiles, the
-same build options, the same TensorRT version and the same GPU compute capability went into it; the
+same build options, the same builder (TensorRT or TensorRT-RTX) and version, and the same GPU compute
+capability (or, for an ahead-of-time build, the same target compute capabilities) went into it; the
 cache key is a hash of exactly those. The timing cache is per TensorRT version and compute
 capability, and survives option changes (it makes a rebuild fast even when the key differs).
 """
@@ -19,7 +20,7 @@ from typing import Any
 from ..artifacts.atomic import write_bytes
 from .compat import report_path
 
-KEY_VERSION = 1
+KEY_VERSION = 2
 
 
 def default_cache_dir() -> Path:
@@ -43,6 +44,8 @@ def cache_key(
     options: Mapping[str, Any],
     trt_version: str,
     compute_capability: str,
+    flavour: str = "tensorrt",
+    targets: tuple[str, ...] = (),
 ) -> str:
     """The engine cache key: changes when anything that changes the plan changes."""
     material = canonical(
@@ -52,6 +55,8 @@ def cache_key(
             "profiles": profiles,
             "options": dict(options),
             "tensorrt": trt_version,
+            "flavour": flavour,
+            "targets": list(targets),
             "compute_capability": compute_capability,
         }
     )

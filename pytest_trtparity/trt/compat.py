@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import EngineLoadError
+from ..errors import EngineLoadError, ExecutionUnavailable
 
 REPORT_SUFFIX = ".build.json"
 
@@ -44,6 +44,9 @@ class EngineMeta:
     version_compatible: bool = False
     hardware_compatibility: str = "NONE"
     profile_names: tuple[str, ...] = ()
+    flavour: str = "tensorrt"
+    #: ahead-of-time target compute capabilities (TensorRT-RTX); () for a plan built on its GPU
+    targets: tuple[str, ...] = ()
 
     @classmethod
     def from_report(cls, raw: Mapping[str, Any], where: str) -> EngineMeta:
@@ -51,9 +54,15 @@ class EngineMeta:
             trt = raw["tensorrt"]
             device = raw["device"]
             options = raw.get("options", {})
+            targets = tuple(str(t) for t in raw.get("targets") or ())
+            cc = device["compute_capability"]
+            if cc is None and not targets:
+                raise KeyError("device.compute_capability")
             return cls(
                 trt_version=str(trt["version"]),
-                compute_capability=str(device["compute_capability"]),
+                compute_capability=str(cc or ""),
+                flavour=str(trt.get("flavour", "tensorrt")),
+                targets=targets,
                 gpu=str(device.get("name", "")),
                 engine_sha256=raw.get("engine", {}).get("sha256"),
                 version_compatible=bool(options.get("version_compatible", False)),
@@ -147,6 +156,14 @@ def check_before_load(
     problem = version_problem(
         meta.trt_version, installed_version, version_compatible=meta.version_compatible
     )
+    if problem is None and meta.targets:
+        if device_cc not in meta.targets:
+            raise ExecutionUnavailable(
+                f"{engine}: built ahead of time for compute capability {', '.join(meta.targets)}, "
+                f"but this GPU ({device_name}) has compute capability {device_cc}; rebuild with "
+                f"--compute-capability {device_cc} where the builder offers it"
+            )
+        return
     if problem is None:
         problem = device_problem(
             meta.compute_capability,
@@ -180,3 +197,22 @@ def deserialize_failure(
     if log:
         text += f"; TensorRT said: {log[-1]}"
     return text
+
+
+#: What TensorRT-RTX logs when its runtime does not support the GPU (for example sm_90, Hopper).
+GPU_REFUSAL = "cannot run on this GPU"
+
+
+def gpu_refusal(engine: Path, who: str, log: Sequence[str]) -> str | None:
+    """The sentence for a runtime that refused the GPU itself, or None when the log says otherwise.
+
+    TensorRT-RTX on an H200 logs "The engine cannot run on this GPU, which has compute capability
+    9.0. Supported compute capabilities: 8.0 8.6 8.9 12.0 12.1 >12.0. ..." and returns no engine:
+    no rebuild helps, so the gate's execution checks skip with this sentence instead of failing."""
+    for line in reversed(log):
+        if GPU_REFUSAL in line:
+            message = (
+                line.split(": ", 1)[1] if line.startswith(("ERROR: ", "INTERNAL_ERROR: ")) else line
+            )
+            return f"{engine}: {who} refuses to run on this GPU: {message.strip()}"
+    return None

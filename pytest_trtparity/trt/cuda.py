@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendError, MissingDependencyError
+from ..errors import BackendError, ExecutionUnavailable, MissingDependencyError
 
 INSTALL_HINT = "pip install cuda-python (or cuda-bindings) matching your CUDA driver"
 
@@ -30,6 +30,10 @@ _loaded: Any = None
 
 class CudaError(BackendError):
     """A CUDA runtime call returned an error."""
+
+
+class NoDevice(CudaError, ExecutionUnavailable):
+    """No CUDA device or driver: nothing can execute here (the gate's execution checks skip)."""
 
 
 def use_cudart(module: Any) -> None:
@@ -109,11 +113,13 @@ def require_device(index: int = 0) -> DeviceInfo:
     try:
         count = device_count()
     except CudaError as exc:
-        raise CudaError(
+        raise NoDevice(
             f"no usable CUDA device: {exc}; the TensorRT runtime needs an NVIDIA GPU and driver"
         ) from None
     if count <= index:
-        raise CudaError(f"CUDA device {index} asked for but {count} device(s) are visible")
+        raise (NoDevice if count == 0 else CudaError)(
+            f"CUDA device {index} asked for but {count} device(s) are visible"
+        )
     rt = cudart()
     check(rt.cudaSetDevice(index), f"cudaSetDevice({index})")
     props = check(rt.cudaGetDeviceProperties(index), f"cudaGetDeviceProperties({index})")

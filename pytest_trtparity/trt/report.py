@@ -1,5 +1,8 @@
 """The build report written beside each engine, and reading the engine inspector's JSON.
 
+The report names the builder (TensorRT or TensorRT-RTX) and version, the GPU or the ahead-of-time
+target compute capabilities, the plan's size and sha256, and the network as TensorRT parsed it.
+
 The inspector's JSON changed between versions: 10.x lists `Bindings` and one `Format/Datatype` string
 per tensor ("Row major linear FP32"), 11.x lists `I/O Tensors` and separate `Format` and `Datatype`;
 with LAYER_NAMES_ONLY verbosity a layer is a bare name. All three shapes are read here.
@@ -129,6 +132,51 @@ def parse_inspector(text: str) -> EngineLayers:
     )
 
 
+@dataclass(frozen=True)
+class NetworkTensor:
+    name: str
+    dtype: str  # TensorRT DataType member name (FLOAT, HALF, INT64, ...)
+    shape: tuple[int, ...]  # -1 marks a dynamic dimension
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class NetworkLayer:
+    name: str
+    type: str
+    outputs: tuple[str, ...]  # the dtype TensorRT gave each output of the layer
+
+
+@dataclass(frozen=True)
+class NetworkDescription:
+    """The network as TensorRT parsed it, before any optimisation: what the builder was given."""
+
+    inputs: tuple[NetworkTensor, ...]
+    outputs: tuple[NetworkTensor, ...]
+    layers: tuple[NetworkLayer, ...]
+
+
+def network_json(network: NetworkDescription) -> dict[str, Any]:
+    """Inputs, outputs, layer count, layer types, and per-layer output dtypes (the precision
+    TensorRT assigned in the strongly typed network; the engine inspector adds the kernels' own
+    precision when a GPU is present)."""
+    return {
+        "inputs": [t.to_json() for t in network.inputs],
+        "outputs": [t.to_json() for t in network.outputs],
+        "layer_count": len(network.layers),
+        "layer_types": dict(sorted(Counter(layer.type for layer in network.layers).items())),
+        "output_dtypes": dict(
+            sorted(Counter(d for layer in network.layers for d in layer.outputs).items())
+        ),
+        "layers": [
+            {"name": layer.name, "type": layer.type, "output_dtypes": list(layer.outputs)}
+            for layer in network.layers
+        ],
+    }
+
+
 @dataclass
 class BuildReport:
     """Everything a reader of a CI log needs to know about how an engine came to be."""
@@ -146,6 +194,9 @@ class BuildReport:
     layers: EngineLayers | None = None
     cache_hit: bool = False
     notes: list[str] = field(default_factory=list)
+    flavour: str = "tensorrt"
+    targets: tuple[str, ...] = ()
+    network: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -153,8 +204,9 @@ class BuildReport:
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "plugin_version": __version__,
             "host": platform.node(),
-            "tensorrt": {"version": self.trt_version},
-            "device": {"name": self.gpu, "compute_capability": self.compute_capability},
+            "tensorrt": {"version": self.trt_version, "flavour": self.flavour},
+            "targets": list(self.targets),
+            "device": {"name": self.gpu, "compute_capability": self.compute_capability or None},
             "profiles": list(self.profiles),
             "options": dict(self.options),
             "build_seconds": round(self.build_seconds, 3),
@@ -162,5 +214,6 @@ class BuildReport:
             "onnx": dict(self.onnx),
             "cache_key": self.cache_key,
             "layers": self.layers.to_json() if self.layers else None,
+            "network": dict(self.network) if self.network is not None else None,
             "notes": list(self.notes),
         }
