@@ -23,6 +23,10 @@ Shape = tuple[Dim, ...]
 Metric = Literal["max_abs", "mean_abs", "p95_abs", "p99_abs", "max_rel", "rmse", "cosine_distance"]
 
 SCHEMA_RESOURCE = "contract.schema.json"
+#: The schema's `$id`, and what a contract's `$schema` names it by: the package ships the file, so
+#: the name resolves wherever the plugin is installed (a relative path only inside this repository).
+SCHEMA_ID = "urn:pytest-trtparity:contract:1"
+_SCHEMA_ID_PREFIX = "urn:pytest-trtparity:contract:"
 
 
 @dataclass(frozen=True)
@@ -265,12 +269,15 @@ def load_contract(path: str | Path) -> Contract:
         raise ContractError(f"{path}: cannot read contract: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise ContractError(f"{path}: not UTF-8 (byte {exc.start})") from None
+    if text.startswith(strictjson.BOM_TEXT):
+        raise ContractError(f"{path}:1: the file {strictjson.BOM_MESSAGE}")
     try:
         raw = strictjson.loads(text)
     except strictjson.StrictJSONError as exc:
         line = _line_of_error(text, exc)
-        raise ContractError(f"{path}{line}: {exc}") from None
-    return contract_from_json(raw, path=path)
+        field = f" at {_json_path(exc.path)}:" if exc.path else ""
+        raise ContractError(f"{path}{line}:{field} {exc}") from None
+    return contract_from_json(raw, path=path, text=text)
 
 
 def _line_of_error(text: str, exc: strictjson.StrictJSONError) -> str:
@@ -281,21 +288,37 @@ def _line_of_error(text: str, exc: strictjson.StrictJSONError) -> str:
     return f":{line}" if line is not None else ""
 
 
-def validate_schema(raw: Any, where: str) -> None:
+def validate_schema(raw: Any, where: str, text: str | None = None) -> None:
+    """Schema errors name the deepest offending JSON path and, given the file's `text`, its line."""
     from jsonschema import Draft202012Validator
 
     validator = Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(raw), key=lambda e: (list(e.absolute_path), e.message))
     if errors:
         first = min(errors, key=lambda e: len(e.absolute_path) * -1)
-        path = _json_path(list(first.absolute_path))
+        parts = list(first.absolute_path)
+        path = _json_path(parts)
         more = f" (and {len(errors) - 1} more schema errors)" if len(errors) > 1 else ""
-        raise ContractError(f"{where}: at {path}: {first.message}{more}")
+        line = strictjson.line_of(text, parts) if text is not None else None
+        at = f" (line {line})" if line is not None else ""
+        raise ContractError(f"{where}: at {path}: {first.message}{at}{more}")
 
 
-def contract_from_json(raw: Any, *, path: Path | None = None) -> Contract:
+def check_schema_id(raw: Any, where: str) -> None:
+    """A `$schema` naming another version of this schema is refused; any other value (the packaged
+    schema's id, a path or URL to a copy for an editor) is a hint for tools and accepted."""
+    named = raw.get("$schema") if isinstance(raw, dict) else None
+    if isinstance(named, str) and named.startswith(_SCHEMA_ID_PREFIX) and named != SCHEMA_ID:
+        raise ContractError(
+            f"{where}: at $.$schema: {named!r} is not a schema this version reads ({SCHEMA_ID!r})"
+        )
+
+
+def contract_from_json(raw: Any, *, path: Path | None = None, text: str | None = None) -> Contract:
+    """`text`, the file the contract was read from, lets schema errors name their line."""
     where = str(path) if path else "contract"
-    validate_schema(raw, where)
+    check_schema_id(raw, where)
+    validate_schema(raw, where, text)
     contract = _build(raw, path)
     check_semantics(contract)
     return contract

@@ -15,7 +15,7 @@ from typing import Any
 from . import dtypes
 from .artifacts.atomic import write_text
 from .backends.onnxruntime import OnnxRuntimeBackend
-from .contract import contract_from_json
+from .contract import SCHEMA_ID, contract_from_json
 
 #: (warn, fail) on the per-chunk max_abs error, by output dtype.
 DEFAULT_TIERS: dict[str, tuple[float, float]] = {
@@ -91,7 +91,7 @@ def starter_contract(onnx_path: Path, *, model: str | None = None) -> dict[str, 
             for o in backend.outputs
         ]
     contract: dict[str, Any] = {
-        "$schema": "./contract.schema.json",
+        "$schema": SCHEMA_ID,  # the packaged schema; a relative path would not exist beside the user's file
         "trtparity": "contract/1",
         "model": model or onnx_path.stem,
         "description": f"Starter contract written from {onnx_path.name}; review dims, tolerances and state pairs.",

@@ -122,8 +122,13 @@ def test_schema_failure_names_file_and_json_path(tmp_path: Path, edit: Edit, exp
     text = message(path)
     head = f"{path}: "
     assert text.startswith(head), text
-    pattern = re.escape(expected).replace(r"\*", ".*") + r"( \(and \d+ more schema errors\))?"
-    assert re.fullmatch(pattern, text[len(head) :]), text
+    pattern = (
+        re.escape(expected).replace(r"\*", ".*")
+        + r" \(line (\d+)\)( \(and \d+ more schema errors\))?"
+    )
+    match = re.fullmatch(pattern, text[len(head) :])
+    assert match, text
+    assert 1 <= int(match.group(1)) <= path.read_text().count("\n") + 1, text
 
 
 SEMANTIC_CASES: list[tuple[str, Edit, str]] = [
@@ -221,7 +226,7 @@ def test_11_nan_and_overflow_tokens_in_the_file_are_refused(
     text = SILERO_CONTRACT.read_text().replace('"fail": 1e-3}', f'"fail": {token}}}', 1)
     path = write(tmp_path, text)
     line = text[: text.index(f'"fail": {token}')].count("\n") + 1
-    assert message(path) == f"{path}:{line}: {said}"
+    assert message(path) == f"{path}:{line}: at $.tolerances.output.chunk.fail: {said}"
 
 
 # -- 12: the file itself -----------------------------------------------------------------------------

@@ -94,11 +94,33 @@ REFERENCE_CASES: dict[str, tuple[bytes, str]] = {
     ),
     "chunk_out_of_order": (
         body(R0, R2, R1),
+        "2: chunk_index: chunks out of order in stream 'default': "
+        "chunk 2 on line 2 comes before chunk 1 on line 3",
+    ),
+    "chunk_gap": (
+        body(R0, R2),
         "2: chunk_index: 2 in stream 'default' but 1 was expected (gap)",
     ),
     "chunk_duplicate": (
         body(R0, R0),
-        "2: chunk_index: 0 in stream 'default' but 1 was expected (duplicate or out of order)",
+        "2: chunk_index: 0 in stream 'default' but 1 was expected "
+        "(duplicate: chunk 0 was already read on line 1)",
+    ),
+    "utf8_bom": (
+        body(b"\xef\xbb\xbf" + HEADER, R0),
+        "1: the file starts with a UTF-8 byte-order mark; save it without BOM",
+    ),
+    "huge_integer_chunk_index": (
+        body(R0, R1.replace(b'"chunk_index":1', b'"chunk_index":' + b"1" * 5000)),
+        "2: chunk_index: integer of 5000 digits overflows a 64-bit float",
+    ),
+    "huge_integer_in_values": (
+        body(R0, edit(R1, values(0.5)).replace(b"[[0.5]]", b"[[" + b"7" * 5000 + b"]]")),
+        "2: outputs.output.values[0][0]: integer of 5000 digits overflows a 64-bit float",
+    ),
+    "huge_integer_record_count": (
+        body(HEADER.replace(b"                 300", b"1" * 5000), R0),
+        "1: records: integer of 5000 digits overflows a 64-bit float",
     ),
     "empty_reference": (b"", "the reference holds no records"),
     "header_only": (body(HEADER.replace(b"300", b"  0")), "the reference holds no records"),
@@ -108,15 +130,15 @@ REFERENCE_CASES: dict[str, tuple[bytes, str]] = {
     ),
     "nan_token": (
         body(R0, R1.replace(b'"chunk_index":1', b'"chunk_index":1,"meta":{"gain":NaN}')),
-        "2: non-standard JSON token NaN*",
+        "2: meta.gain: non-standard JSON token NaN*",
     ),
     "infinity_token": (
         body(R0, R1.replace(b'"chunk_index":1', b'"chunk_index":1,"meta":{"gain":Infinity}')),
-        "2: non-standard JSON token Infinity*",
+        "2: meta.gain: non-standard JSON token Infinity*",
     ),
     "1e400_token": (
         body(R0, R1.replace(b'"chunk_index":1', b'"chunk_index":1,"meta":{"gain":1e400}')),
-        "2: number 1e400 overflows a 64-bit float*",
+        "2: meta.gain: number 1e400 overflows a 64-bit float*",
     ),
     "null_in_values": (
         body(R0, edit(R1, values(None))),

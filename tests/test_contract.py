@@ -93,7 +93,10 @@ def test_nan_tolerance_in_the_file_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "c.json"
     path.write_text(text)
     line = text[: text.index("NaN")].count("\n") + 1
-    with pytest.raises(ContractError, match=rf"c.json:{line}: non-standard JSON token NaN"):
+    with pytest.raises(
+        ContractError,
+        match=rf"c.json:{line}: at \$\.tolerances\.output\.chunk\.fail: non-standard JSON token NaN",
+    ):
         load_contract(path)
 
 
@@ -107,7 +110,9 @@ def test_duplicate_key_in_the_file_is_an_error(tmp_path: Path) -> None:
 def test_overflowing_number_in_the_file_names_its_line(tmp_path: Path) -> None:
     path = tmp_path / "c.json"
     path.write_text('{\n  "model": "a",\n  "x": "1e400 in a string is fine",\n  "y": 1e400\n}')
-    with pytest.raises(ContractError, match=r"c.json:4: number 1e400 overflows a 64-bit float"):
+    with pytest.raises(
+        ContractError, match=r"c.json:4: at \$\.y: number 1e400 overflows a 64-bit float"
+    ):
         load_contract(path)
 
 

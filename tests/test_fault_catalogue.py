@@ -354,6 +354,27 @@ def test_stuck_output_lags_by_one_step() -> None:
     assert ys == [1.0, 1.0, 2.0]
 
 
+@pytest.mark.parametrize(
+    ("per_stream", "na"),
+    [
+        ({"default": 1}, {"stuck_previous", "state_drift"}),
+        ({"a": 1, "b": 1}, {"state_drift"}),  # two chunks to repeat between, no loop of two
+        ({"default": 2}, set()),
+    ],
+)
+def test_faults_a_short_reference_cannot_hold_are_na(
+    per_stream: dict[str, int], na: set[str]
+) -> None:
+    """n/a, with the reason, exactly where the fault cannot be built; built everywhere else."""
+    contract = _accumulator_contract()
+    labels = [f"{s}#{i}" for s, n in per_stream.items() for i in range(n)]
+    stats = ReferenceStats(labels=labels, max_abs={"y": 6.0, "s_out": 6.0}, per_stream=per_stream)
+    faults = {f.name: f for f in catalogue(contract, stats)}
+    assert {name for name, f in faults.items() if f.skip} & {"stuck_previous", "state_drift"} == na
+    inf = faults.get("inf_one_element")
+    assert inf is None or all(e.chunk in labels for e in inf.expect)
+
+
 def _accumulator_contract() -> Contract:
     from pytest_trtparity.contract import contract_from_json
 

@@ -123,7 +123,7 @@ def test_encode_refuses_nan_as_values() -> None:
         ),
         (
             '{"chunk_index": NaN, "inputs": {}, "outputs": {}}',
-            "r.jsonl:1: non-standard JSON token NaN (NaN and Infinity are not JSON)",
+            "r.jsonl:1: chunk_index: non-standard JSON token NaN (NaN and Infinity are not JSON)",
         ),
     ],
 )

@@ -96,8 +96,9 @@ def test_non_blocking_tolerance_lets_faults_through_and_exits_one(
         table["wrong_dtype"][1] == "yes"
     )  # a structural problem fails whatever the tolerance says
     assert "missing fail max_abs on 'output' in functional" in out
-    assert (
-        out.rstrip().splitlines()[-1] == "selftest: FAIL: missed: bias_above_fail, relative_noise"
+    assert out.rstrip().splitlines()[-1] == (
+        "selftest: FAIL: missed: bias_above_fail, relative_noise "
+        "(1 of 3 faults caught for the right reason, 0 n/a)"
     )
 
 
@@ -164,3 +165,53 @@ def test_console_script_lists_and_runs_selftest(silero_onnx: Path) -> None:
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert rows(ran.stdout)["missing_output"][1] == "yes"
+
+
+def test_one_chunk_reference_counts_unbuildable_faults_as_na(
+    capsys: pytest.CaptureFixture[str], silero_onnx: Path, tmp_path: Path
+) -> None:
+    """docs/faults.md: a fault that cannot be built is n/a, never caught and never missed. On one
+    chunk there is no previous chunk to repeat and no loop to drift in; every other fault still is
+    built (the inf lands on the one chunk there is) and caught."""
+    ref = tmp_path / "one.jsonl"
+    ref.write_bytes(SILERO_REF.read_bytes().split(b"\n")[1] + b"\n")
+    report = tmp_path / "one.json"
+    assert main(selftest(silero_onnx, *QUICK, "--json", str(report), ref=ref)) == 0
+    out = capsys.readouterr().out
+    table = rows(out)
+    assert {name: words[1] for name, words in table.items() if words[1] != "yes"} == {
+        "stuck_previous": "n/a",
+        "state_drift": "n/a",
+    }
+    assert (
+        "not applicable: the reference has one chunk: there is no previous value to repeat" in out
+    )
+    assert "not applicable: the closed loop is one chunk long: nothing can drift" in out
+    assert out.rstrip().splitlines()[-1] == (
+        "selftest: PASS: 14 of 14 faults caught for the right reason, 2 n/a; "
+        "the clean engine passes"
+    )
+    saved = {r["fault"]: r["caught"] for r in json.loads(report.read_text())["selftest"]}
+    assert saved["stuck_previous"] is None and saved["state_drift"] is None
+
+
+def test_verdict_line_counts_na_apart_from_caught_and_missed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pytest_trtparity.commands.selftest import _verdict
+    from pytest_trtparity.faults import Catch
+
+    rows_ = [
+        Catch("clean", "", True, "every suite passed"),
+        Catch("a", "", True, "caught"),
+        Catch("b", "", None, "not applicable: why"),
+        Catch("c", "", False, "missing"),
+    ]
+    assert _verdict(rows_) == 1
+    assert capsys.readouterr().out.strip() == (
+        "selftest: FAIL: missed: c (1 of 2 faults caught for the right reason, 1 n/a)"
+    )
+    assert _verdict(rows_[:3]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "selftest: PASS: 1 of 1 faults caught for the right reason, 1 n/a; the clean engine passes"
+    )

@@ -24,16 +24,24 @@ class ReferenceStats:
 
     labels: list[str] = field(default_factory=list)
     max_abs: dict[str, float] = field(default_factory=dict)
+    #: Chunks per stream; empty when built by hand (then the labels count as one stream).
+    per_stream: dict[str, int] = field(default_factory=dict)
 
     @property
     def chunks(self) -> int:
         return len(self.labels)
+
+    @property
+    def longest_stream(self) -> int:
+        """The longest closed loop the reference allows."""
+        return max(self.per_stream.values(), default=self.chunks)
 
     @classmethod
     def scan(cls, records: Iterable[Record]) -> ReferenceStats:
         stats = cls()
         for r in records:
             stats.labels.append(chunk_label(r.stream, r.chunk_index))
+            stats.per_stream[r.stream] = stats.per_stream.get(r.stream, 0) + 1
             for name, arr in r.outputs.items():
                 if arr.size and arr.dtype.kind == "f":
                     peak = float(np.max(np.abs(arr[np.isfinite(arr)]), initial=0.0))
@@ -313,6 +321,15 @@ def _drift_fault(contract: Contract, stats: ReferenceStats, t: _Targets) -> Faul
     desc = "the carried state grows by a small relative factor every chunk"
     if t.state is None:
         return Fault("state_drift", desc, skip="the contract has no state pair")
+    loop = stats.longest_stream
+    if contract.closed_loop.chunks is not None:
+        loop = min(loop, contract.closed_loop.chunks)
+    if loop < 2:
+        # a loop of one chunk starts from the reference state: it is the functional run, and a
+        # drift has no step to compound over
+        return Fault(
+            "state_drift", desc, skip="the closed loop is one chunk long: nothing can drift"
+        )
     tol = contract.tolerance(t.state)
     tiers = [x for tier in (tol.chunk, tol.p95) if tier is not None for x in (tier.warn, tier.fail)]
     limit = min((x for x in tiers if x is not None and x > 0), default=1e-3)
@@ -393,30 +410,40 @@ def catalogue(
             )
         )
     if is_float:
+        inf_at = min(mid + 1, n - 1)  # beside the NaN faults' chunk, and inside a short reference
         faults.append(
             Fault(
                 "inf_one_element",
-                f"+inf in the first element of {p!r} on chunk {stats.label(mid + 1)} only",
-                _at_step(mid + 1, _replace(p, _set_first(math.inf))),
+                f"+inf in the first element of {p!r} on chunk {stats.label(inf_at)} only",
+                _at_step(inf_at, _replace(p, _set_first(math.inf))),
                 expect=(
                     Expect(
                         ("structure",),
                         p,
                         "functional",
-                        chunk=stats.label(mid + 1),
+                        chunk=stats.label(inf_at),
                         message="inf at index",
                     ),
                 ),
             )
         )
-    faults.append(
-        Fault(
-            "stuck_previous",
-            f"{p!r} repeats the previous chunk's value",
-            _stuck(p),
-            expect=(Expect((metric,), p, "functional"),),
+    if stats.chunks >= 2:
+        faults.append(
+            Fault(
+                "stuck_previous",
+                f"{p!r} repeats the previous chunk's value",
+                _stuck(p),
+                expect=(Expect((metric,), p, "functional"),),
+            )
         )
-    )
+    else:
+        faults.append(
+            Fault(
+                "stuck_previous",
+                "an output repeats the previous chunk's value",
+                skip="the reference has one chunk: there is no previous value to repeat",
+            )
+        )
     if peak > 2 * fail:
         faults.append(
             Fault(

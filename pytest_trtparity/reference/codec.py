@@ -133,6 +133,10 @@ def b64encode(data: bytes | memoryview) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+#: Largest size of a dimension, or of a whole tensor, in elements (what numpy's int64 can index).
+MAX_DIM = (1 << 63) - 1
+
+
 def _fail(where: str, field: str, message: str) -> ReferenceFormatError:
     return ReferenceFormatError(f"{where}: {field}: {message}")
 
@@ -144,6 +148,19 @@ def _shape(raw: Any, where: str, field: str) -> tuple[int, ...]:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
             raise _fail(
                 where, f"{field}.shape[{i}]", f"must be a non-negative integer, got {dim!r}"
+            )
+        if dim > MAX_DIM:
+            raise _fail(
+                where, f"{field}.shape[{i}]", f"{dim} is larger than any tensor (2**63 - 1)"
+            )
+    size = 1
+    for dim in raw if 0 not in raw else ():
+        size *= dim
+        if size > MAX_DIM:  # caught before the size is computed with, printed or allocated
+            raise _fail(
+                where,
+                f"{field}.shape",
+                f"its {len(raw)} sizes multiply to more than 2**63 - 1 elements",
             )
     return tuple(raw)
 

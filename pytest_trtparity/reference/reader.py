@@ -39,6 +39,8 @@ DEFAULT_STREAM = "default"
 #: Longest line accepted; a bigger one is almost certainly not a reference (or needs npy sidecars).
 MAX_LINE_BYTES = 8 << 30
 _RECORD_KEYS_REQUIRED = ("chunk_index", "inputs", "outputs")
+#: Largest chunk index or record count (int64, what every consumer of the number can hold).
+MAX_INDEX = (1 << 63) - 1
 
 
 @dataclass(frozen=True)
@@ -81,11 +83,16 @@ def parse_line(data: bytes, where: str) -> Any:
         ) from None
     if not text.strip():
         raise ReferenceFormatError(f"{where}: blank line (a record or the header was expected)")
+    if text.startswith(strictjson.BOM_TEXT):
+        # a byte-order mark is valid UTF-8 but not JSON; left to the parser it reads as garbage
+        what = "the file" if where.endswith(":1") else "the line"
+        raise ReferenceFormatError(f"{where}: {what} {strictjson.BOM_MESSAGE}")
     try:
         return strictjson.loads(text)
     except strictjson.StrictJSONError as exc:
         hint = " (truncated or not JSON?)" if str(exc).startswith("invalid JSON") else ""
-        raise ReferenceFormatError(f"{where}: {exc}{hint}") from None
+        field = f"{strictjson.dotted(exc.path)}: " if exc.path else ""
+        raise ReferenceFormatError(f"{where}: {field}{exc}{hint}") from None
 
 
 def record_key(obj: Any, where: str) -> tuple[str, int]:
@@ -98,9 +105,9 @@ def record_key(obj: Any, where: str) -> tuple[str, int]:
         if key not in obj:
             raise ReferenceFormatError(f"{where}: {key}: missing")
     chunk = obj["chunk_index"]
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0:
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or not 0 <= chunk <= MAX_INDEX:
         raise ReferenceFormatError(
-            f"{where}: chunk_index: must be a non-negative integer, got {chunk!r}"
+            f"{where}: chunk_index: must be an integer from 0 to 2**63 - 1, got {chunk!r}"
         )
     stream = obj.get("stream", DEFAULT_STREAM)
     if not isinstance(stream, str) or not stream:
@@ -135,28 +142,60 @@ def parse_header(obj: Any, where: str) -> Header | None:
             f"{where}: trtparity: unsupported format {tag!r}; this reader reads {FORMAT_TAG!r}"
         )
     count = obj.get("records")
-    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+    if count is not None and (
+        isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_INDEX
+    ):
         raise ReferenceFormatError(
-            f"{where}: records: must be a non-negative integer, got {count!r}"
+            f"{where}: records: must be an integer from 0 to 2**63 - 1, got {count!r}"
         )
     return Header(metadata=dict(obj), records=count)
 
 
+class ChunkOrderError(ReferenceFormatError):
+    """A record's chunk index is not the next of its stream; `gap` when it skips ahead."""
+
+    def __init__(self, message: str, record: Record, expected: int) -> None:
+        super().__init__(message)
+        self.record = record
+        self.expected = expected
+
+    @property
+    def gap(self) -> bool:
+        return self.record.chunk_index > self.expected
+
+
 class ChunkOrder:
-    """Checks that each stream counts 0, 1, 2, ... in file order."""
+    """Checks that each stream counts 0, 1, 2, ... in file order.
+
+    Each stream's last record (chunk and line) is kept, so a duplicate names the record it repeats.
+    A jump ahead is only a gap if the skipped chunk never comes: the reader decides that with
+    `order_error`, which looks further into the file.
+    """
 
     def __init__(self) -> None:
-        self.next: dict[str, int] = {}
+        self.last: dict[str, tuple[int, int]] = {}
 
     def check(self, record: Record) -> None:
-        want = self.next.get(record.stream, 0)
-        if record.chunk_index != want:
-            what = "duplicate or out of order" if record.chunk_index < want else "gap"
-            raise ReferenceFormatError(
-                f"{record.where}: chunk_index: {record.chunk_index} in stream {record.stream!r} "
-                f"but {want} was expected ({what})"
+        last = self.last.get(record.stream)
+        want = 0 if last is None else last[0] + 1
+        chunk = record.chunk_index
+        if chunk > want:
+            raise ChunkOrderError(
+                f"{record.where}: chunk_index: {chunk} in stream {record.stream!r} "
+                f"but {want} was expected (gap)",
+                record,
+                want,
             )
-        self.next[record.stream] = want + 1
+        if chunk < want:
+            # chunks 0 .. want-1 of this stream were all read, in order: this one is a second copy
+            seen = f"on line {last[1]}" if last is not None and last[0] == chunk else "earlier"
+            raise ChunkOrderError(
+                f"{record.where}: chunk_index: {chunk} in stream {record.stream!r} "
+                f"but {want} was expected (duplicate: chunk {chunk} was already read {seen})",
+                record,
+                want,
+            )
+        self.last[record.stream] = (chunk, record.line)
 
 
 class ReferenceReader:
@@ -189,7 +228,7 @@ class ReferenceReader:
                 if isinstance(item, Header):
                     self.header = item
                     continue
-                order.check(item)
+                self._check_order(order, item)
                 count += 1
                 yield item
         if count == 0:
@@ -250,6 +289,39 @@ class ReferenceReader:
         obj = self._strict(lines, line)
         return obj if isinstance(obj, Header) else record_key(obj, where)
 
+    def _check_order(self, order: ChunkOrder, record: Record) -> None:
+        try:
+            order.check(record)
+        except ChunkOrderError as exc:
+            if not exc.gap:
+                raise
+            later = self._find_later(record.stream, exc.expected, record.line)
+            if later is None:
+                raise
+            raise ReferenceFormatError(
+                f"{record.where}: chunk_index: chunks out of order in stream {record.stream!r}: "
+                f"chunk {record.chunk_index} on line {record.line} comes before chunk "
+                f"{exc.expected} on line {later}"
+            ) from None
+
+    def _find_later(self, stream: str, chunk: int, after: int) -> int | None:
+        """The line of (stream, chunk) after line `after`, or None: tells a swap from a gap.
+
+        Only run on the error path; reads keys alone, and stops at the first line it cannot read
+        (that line's own error comes when the records are read up to it).
+        """
+        try:
+            with self._open() as lines:
+                for line in lines.lines():
+                    if line.lineno <= after:
+                        continue
+                    key = self._key(lines, line)
+                    if key == (stream, chunk):
+                        return line.lineno
+        except ReferenceFormatError:
+            return None
+        return None
+
     # -- random access -----------------------------------------------------------------------
     def index(self) -> _index.ReferenceIndex:
         """The reference's index: loaded when a saved one matches the file, else built and saved."""
@@ -279,7 +351,9 @@ class ReferenceReader:
                     header = key
                     continue
                 stream, chunk = key
-                order.check(Record(stream, chunk, {}, {}, line=line.lineno, source=str(self.path)))
+                self._check_order(
+                    order, Record(stream, chunk, {}, {}, line=line.lineno, source=str(self.path))
+                )
                 length = line.end - line.start
                 crc = zlib.crc32(lines.view[line.start : line.end])
                 entries.append(_index.Entry(stream, chunk, line.lineno, line.offset, length, crc))
