@@ -6,6 +6,9 @@
 #
 # Usage: ci/fetch-trt-bindings.sh [DIR]   (default: $TRT_BINDINGS_DIR or ~/.cache/trtparity/trt-bindings)
 # About 17 MB of wheels for the running Python; idempotent: an existing DIR/<name>/ is kept.
+#
+# TensorRT-RTX is not fetched here: its library loads without a GPU, so .ci/run pip-installs the real
+# wheels (tensorrt-rtx-cu13-libs and -bindings 1.7.1.116) and the same API-surface test checks them.
 set -euo pipefail
 
 DIR="${1:-${TRT_BINDINGS_DIR:-$HOME/.cache/trtparity/trt-bindings}}"
