@@ -22,7 +22,7 @@ from .backends.base import Backend
 from .checking import ChunkChecker
 from .contract import Contract, DriftCriteria, StatePair, Tier
 from .errors import BindingError, TrtParityError
-from .functional import ChunkCallback, run_chunk, run_step
+from .functional import ChunkCallback, prefetched, run_chunk, run_step
 from .gate import Finding, Level, describe, judge, judge_series, tier_finding
 from .reference.reader import Record
 from .results import SuiteResult
@@ -91,7 +91,7 @@ def run_closed_loop(
     ran: dict[str, int] = {}
     try:
         with ChunkChecker(result, contract, suite=SUITE) as checker:
-            for record in records:
+            for record in prefetched(records):
                 if limit is not None and ran.get(record.stream, 0) >= limit:
                     continue
                 run_chunk(checker, engine_inputs, record, feeder.step, on_chunk)

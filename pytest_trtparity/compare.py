@@ -9,11 +9,12 @@ and metrics are computed in float64 on upcast values only when the structure agr
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import dtypes
+from . import blocked, dtypes
 from .contract import Tolerance
 
 METRICS = (
@@ -66,8 +67,14 @@ def compare(
     expected_dtype: str,
     tolerance: Tolerance,
     allow_empty: bool = False,
+    metrics: Collection[str] | None = None,
 ) -> Comparison:
-    """Compare `got` (engine) with `expected` (reference) for output `name`."""
+    """Compare `got` (engine) with `expected` (reference) for output `name`.
+
+    `metrics` names the metrics wanted (None: all of `METRICS`); `max_abs` and the worst index come
+    with every comparison, since the pass that finds them also proves every element finite. A gate
+    asks only for what its contract judges: each metric left out is work not done on every chunk.
+    """
     ref = np.asarray(expected)
     out = np.asarray(got)
     problem = _dtype_problem(out, expected_dtype)
@@ -75,13 +82,49 @@ def compare(
         return Comparison(name, problem=problem)
     if ref.shape != out.shape:
         return Comparison(name, problem=f"shape {list(out.shape)}, reference has {list(ref.shape)}")
+    wanted = _wanted(metrics)
     if ref.size == 0:
         if allow_empty:
-            return Comparison(name, metrics=_empty_metrics())
+            return Comparison(name, metrics=_only(_empty_metrics(), wanted))
         return Comparison(name, problem="empty tensor (the contract does not allow empty outputs)")
+    if ref.dtype.kind == "f" and out.dtype.kind == "f":
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            fast = blocked.metrics(ref.reshape(-1), out.reshape(-1), wanted)
+        if fast is not None:  # every element finite on both sides (else the full path judges them)
+            if tolerance.signed_zero and (problem := _zero_sign_problem(ref, out)):
+                return Comparison(name, problem=problem)
+            return Comparison(name, metrics=fast.values, worst_index=_index(fast.worst, ref.shape))
+    return _compare_full(name, ref, out, tolerance, wanted)
+
+
+def _wanted(metrics: Collection[str] | None) -> frozenset[str]:
+    if metrics is None:
+        return frozenset(METRICS)
+    unknown = set(metrics) - set(METRICS)
+    if unknown:
+        raise ValueError(f"unknown metric(s) {sorted(unknown)}; expected some of {METRICS}")
+    return frozenset(metrics) | {"max_abs"}
+
+
+def _only(values: dict[str, float], wanted: frozenset[str]) -> dict[str, float]:
+    return {k: v for k, v in values.items() if k in wanted}
+
+
+def _zero_sign_problem(ref: np.ndarray, out: np.ndarray) -> str | None:
+    zero_sign = (ref == 0) & (out == 0) & (np.signbit(ref) != np.signbit(out))
+    if np.any(zero_sign):
+        return f"sign of zero differs at index {_first(zero_sign)}"
+    return None
+
+
+def _compare_full(
+    name: str, ref: np.ndarray, out: np.ndarray, tolerance: Tolerance, wanted: frozenset[str]
+) -> Comparison:
+    """Whole-tensor float64 comparison: integers (exact 64-bit distances), non-finite values and
+    their policies, and finite floats whose difference overflows the blocked path's float32."""
     r = _widen(ref)
     g = _widen(out)
-    both: np.ndarray | None = None  # None: every element finite on both sides (the common case)
+    both: np.ndarray | None = None  # None: every element finite on both sides
     if not (np.isfinite(r).all() and np.isfinite(g).all()):
         problem = _nonfinite_problem(r, g, tolerance)
         if problem:
@@ -95,13 +138,11 @@ def compare(
     absdiff = np.abs(diff, out=diff)
     if ref.dtype.kind in "iu" and out.dtype.kind in "iu":
         absdiff = _int_absdiff(ref, out)
-    if tolerance.signed_zero:
-        zero_sign = (r == 0) & (g == 0) & (np.signbit(r) != np.signbit(g))
-        if np.any(zero_sign):
-            return Comparison(name, problem=f"sign of zero differs at index {_first(zero_sign)}")
+    if tolerance.signed_zero and (problem := _zero_sign_problem(r, g)):
+        return Comparison(name, problem=problem)
     return Comparison(
         name,
-        metrics=_metrics(r, g, absdiff, both),
+        metrics=_only(_metrics(r, g, absdiff, both), wanted),
         worst_index=_index(int(np.argmax(absdiff)), absdiff.shape),
     )
 

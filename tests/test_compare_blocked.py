@@ -1,0 +1,149 @@
+"""The one-pass comparison gives the whole-tensor definitions' results, over many blocks.
+
+`compare` takes the blocked pass for float tensors whose values are all finite and the whole-tensor
+float64 path (`_compare_full`, pinned by test_compare_metrics and test_properties) otherwise; here
+both run on the same arrays. Maxima, the worst index, max_rel and the percentiles must be equal;
+mean_abs, rmse and cosine may differ only by summation order (blocks summed pairwise, then exactly):
+1e-12 relative is a thousand times that rounding for these sizes and far below any tolerance a
+contract can state.
+"""
+
+from __future__ import annotations
+
+import math
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from pytest_trtparity import blocked
+from pytest_trtparity.compare import METRICS, _compare_full, _wanted, compare
+from pytest_trtparity.contract import Tier, Tolerance
+
+TOL = Tolerance(chunk=Tier(fail=1.0))
+N = blocked.BLOCK * 3 + 17  # several blocks and a short last one
+
+
+def both(ref: np.ndarray, got: np.ndarray, dtype: str, metrics: tuple[str, ...] | None = None):  # type: ignore[no-untyped-def]
+    fast = compare("y", ref, got, expected_dtype=dtype, tolerance=TOL, metrics=metrics)
+    full = _compare_full("y", ref, got, TOL, _wanted(metrics))
+    return fast, full
+
+
+@pytest.mark.parametrize(
+    ("ref_dtype", "got_dtype"),
+    [
+        ("float32", "float32"),
+        ("float64", "float64"),
+        ("float16", "float16"),
+        ("float32", "float16"),
+        ("float64", "float32"),
+    ],
+)
+@pytest.mark.parametrize("metrics", [None, ("max_abs",), ("mean_abs", "rmse"), ("p99_abs",)])
+def test_blocked_pass_matches_the_whole_tensor_definitions(
+    ref_dtype: str, got_dtype: str, metrics: tuple[str, ...] | None
+) -> None:
+    rng = np.random.default_rng(7)
+    ref = (rng.standard_normal(N) * 3).astype(ref_dtype)
+    got = (ref.astype(np.float64) + rng.standard_normal(N) * 1e-2).astype(got_dtype)
+    got[5] = ref[5]  # an exact match, and a zero reference with an error: max_rel inf
+    ref[9], got[9] = 0, 0.5
+    fast, full = both(ref, got, got_dtype, metrics)
+    assert fast.ok and full.ok
+    assert set(fast.metrics) == set(full.metrics) == (set(metrics or METRICS) | {"max_abs"})
+    assert fast.worst_index == full.worst_index
+    for name, value in full.metrics.items():
+        if name in ("mean_abs", "rmse", "cosine"):
+            assert fast.metrics[name] == pytest.approx(value, rel=1e-12, abs=0), name
+        elif name == "cosine_distance":
+            assert fast.metrics[name] == pytest.approx(value, rel=1e-9, abs=1e-15), name
+        else:
+            assert fast.metrics[name] == value, name
+
+
+def test_a_float32_tie_is_broken_by_the_exact_difference() -> None:
+    """1 - (-2**-30) is 1 in float32, 1 + 2**-30 in float64: the true worst element comes second."""
+    ref = np.zeros(N, np.float32)
+    got = np.zeros(N, np.float32)
+    got[3], ref[3] = 1.0, 0.0
+    got[blocked.BLOCK + 3], ref[blocked.BLOCK + 3] = 1.0, -(2.0**-30)
+    fast, full = both(ref, got, "float32", ("max_abs",))
+    assert fast.metrics["max_abs"] == full.metrics["max_abs"] == 1.0 + 2.0**-30
+    assert fast.worst_index == full.worst_index == (blocked.BLOCK + 3,)
+
+
+def test_ties_report_the_first_worst_element() -> None:
+    ref = np.zeros(N, np.float32)
+    got = ref.copy()
+    got[[blocked.BLOCK + 1, 2 * blocked.BLOCK + 5]] = 0.25
+    for metrics in (("max_abs",), None):
+        assert both(ref, got, "float32", metrics)[0].worst_index == (blocked.BLOCK + 1,)
+
+
+def test_a_float32_overflow_falls_back_to_float64() -> None:
+    ref = np.full(N, -3e38, np.float32)
+    got = np.full(N, 3e38, np.float32)
+    fast, full = both(ref, got, "float32", ("max_abs",))
+    assert fast.ok and fast.metrics["max_abs"] == full.metrics["max_abs"] == pytest.approx(6e38)
+
+
+def test_non_finite_values_in_a_late_block_are_problems() -> None:
+    ref = np.ones(N, np.float32)
+    got = ref.copy()
+    got[N - 2] = np.nan
+    for metrics in (("max_abs",), None):
+        c = compare("y", ref, got, expected_dtype="float32", tolerance=TOL, metrics=metrics)
+        assert c.problem is not None and c.problem.startswith(f"NaN at index ({N - 2},)")
+
+
+def test_signed_zero_is_still_checked_on_the_blocked_path() -> None:
+    ref = np.zeros(N, np.float32)
+    got = ref.copy()
+    got[N - 1] = -0.0
+    tol = Tolerance(chunk=Tier(fail=1.0), signed_zero=True)
+    c = compare("y", ref, got, expected_dtype="float32", tolerance=tol, metrics=("max_abs",))
+    assert c.problem == f"sign of zero differs at index ({N - 1},)"
+    assert compare("y", ref, ref, expected_dtype="float32", tolerance=tol).ok
+
+
+def test_unknown_metric_names_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown metric"):
+        compare(
+            "y", np.ones(2), np.ones(2), expected_dtype="float64", tolerance=TOL, metrics=("l2",)
+        )
+
+
+@pytest.mark.parametrize("sampled_high", [True, False])
+def test_percentiles_are_exact_when_the_sample_misleads(sampled_high: bool) -> None:
+    """Every 32nd element (the sample) large and the rest small, or the reverse: the tail selection
+    must notice it holds too few elements and partition everything."""
+    n = blocked.TAIL_MIN * 4
+    flat = np.linspace(0.0, 1.0, n)
+    spots = np.arange(0, n, blocked.TAIL_STRIDE)
+    flat[spots] = 10.0 + flat[spots] if sampled_high else flat[spots] / 100
+    expected = [float(np.percentile(flat, q)) for q in (95.0, 99.0)]
+    assert blocked.percentiles(flat.copy(), (95.0, 99.0)) == expected
+
+
+def test_extra_memory_is_a_few_blocks_unless_percentiles_are_asked_for() -> None:
+    n = 1 << 22  # 16 MiB of float32 a side
+    ref = np.random.default_rng(1).standard_normal(n).astype(np.float32)
+    got = ref + np.float32(1e-3)
+    peaks = {}
+    for key, metrics in (
+        ("max", ("max_abs",)),
+        ("sums", ("mean_abs", "rmse", "max_rel", "cosine")),
+    ):
+        tracemalloc.start()
+        compare("y", ref, got, expected_dtype="float32", tolerance=TOL, metrics=metrics)
+        peaks[key] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peaks["max"] < 1 << 20, peaks
+    assert peaks["sums"] < 2 << 20, peaks
+    tracemalloc.start()
+    compare("y", ref, got, expected_dtype="float32", tolerance=TOL)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < n * 8 * 1.2 + (4 << 20)  # one float64 array of the differences, and blocks
+    assert not math.isnan(peak)
