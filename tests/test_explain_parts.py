@@ -149,6 +149,10 @@ def test_plot_is_a_png(tmp_path: Path) -> None:
     data = plot_layers(_diagnosis(), out)
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and out.read_bytes() == data
     assert plot_layers(_diagnosis(first=False))[:4] == b"\x89PNG"
+    broken = Diagnosis.from_json(
+        {**_diagnosis().to_json(), "layers": [{**_diagnosis().layers[0].to_json(), "error": "inf"}]}
+    )
+    assert plot_layers(broken)[:4] == b"\x89PNG"  # an infinite error still plots
 
 
 def test_parse_chunk() -> None:

@@ -68,6 +68,7 @@ def prepare_graph(model: Any, feeds: Mapping[str, np.ndarray]) -> Prepared:
     selected: list[tuple[str, str]] = []
     for _ in range(MAX_ROUNDS):
         current = _fold(current)
+        _restore_node_names(current, [name for name, _ in selected])
         ifs = [n for n in current.graph.node if n.op_type == "If"]
         if not ifs:
             break
@@ -99,6 +100,20 @@ def _fold(model: Any) -> Any:
         if not folded.modified:
             break
     return ir.serde.serialize_model(ir_model)
+
+
+def _restore_node_names(model: Any, inlined: list[str]) -> None:
+    """The folder names an inlined node `<If name>_<node name>`; give it back its own name (the
+    exporter's scope, e.g. `/decoder/rnn/LSTM`, is where the module path comes from)."""
+    prefixes = sorted((f"{name}_" for name in inlined if name), key=len, reverse=True)
+    taken = {n.name for n in model.graph.node}
+    for node in model.graph.node:
+        for prefix in prefixes:
+            bare = node.name[len(prefix) :]
+            if node.name.startswith(prefix) and bare and bare not in taken:
+                taken.add(bare)
+                node.name = bare
+                break
 
 
 def _keep_casts(node: Any) -> bool | None:

@@ -27,7 +27,9 @@ def plot_layers(d: Diagnosis, path: str | Path | None = None) -> bytes:
     errors = [layer.error for layer in d.layers]
     positive = [e for e in errors if e > 0 and math.isfinite(e)]
     floor = min([*positive, d.tier]) / 100 if positive or d.tier > 0 else 1e-12
-    shown = [e if e > 0 else floor for e in errors]
+    top = max([*positive, d.tier])
+    # zeros sit on the floor line, infinities and NaN at the top edge: never a hole in the line
+    shown = [floor if e == 0 else (e if math.isfinite(e) else top * 10) for e in errors]
     fig = Figure(figsize=(10, 4.2), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
@@ -48,11 +50,14 @@ def plot_layers(d: Diagnosis, path: str | Path | None = None) -> bytes:
             ax.annotate(
                 label,
                 (idx, shown[idx]),
-                xytext=(10, -28),
+                xytext=(12, 14) if idx < len(shown) * 0.6 else (-12, 14),
+                ha="left" if idx < len(shown) * 0.6 else "right",
                 textcoords="offset points",
                 fontsize=8,
                 color=MARK_COLOR,
+                bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": MARK_COLOR, "alpha": 0.9},
             )
+    ax.set_ylim(floor / 3, top * 30)
     ax.set_xlabel("tensor, in topological order")
     ax.set_ylabel(f"{d.metric} vs source (log)")
     ax.set_title(f"{d.suite} '{d.output}' on chunk {d.chunk}: error per layer", fontsize=10)
