@@ -181,6 +181,53 @@ class ClosedLoopSpec:
         return self.outputs.get(name, self.default)
 
 
+#: Defaults of the `regression` section (docs/signoff.md explains each number).
+ERROR_GROWTH = Tier(warn=2.0, fail=10.0)
+ERROR_FLOOR = 0.01
+LATENCY_GROWTH = Tier(warn=1.25, fail=1.5)
+
+
+@dataclass(frozen=True)
+class RegressionSpec:
+    """How much this run may be worse than a previous run. Growth is a ratio (new over previous);
+    error growth counts only where the new error exceeds `error_floor` x the output's fail tier, so
+    that noise far below any tier is never a regression."""
+
+    error_growth: Tier = ERROR_GROWTH
+    error_floor: float = ERROR_FLOOR
+    latency_growth: Tier = LATENCY_GROWTH
+    blocking: bool = True
+
+
+@dataclass(frozen=True)
+class InvarianceSpec:
+    """Which outputs must not change with batch size, row position, neighbours, profile or a
+    repeated run, and by how much they may. A tier of None means the check's own default (exact on
+    a backend that promises determinism)."""
+
+    batch_dim: str = "B"
+    batch_sizes: tuple[int, ...] = ()
+    chunks: int = 4
+    default: Tier | None = None
+    outputs: Mapping[str, Tier] = field(default_factory=dict)
+    blocking: bool = True
+
+    def tier_for(self, output: str) -> Tier | None:
+        return self.outputs.get(output, self.default)
+
+
+@dataclass(frozen=True)
+class CalibrationInfo:
+    """What `trtparity contract calibrate` measured, on which engines, and the rule it applied."""
+
+    engines: tuple[str, ...]
+    rule: str
+    measured: Mapping[str, Any] = field(default_factory=dict)
+    reference: str = ""
+    created: str = ""
+    loosened: bool = False
+
+
 @dataclass(frozen=True)
 class Contract:
     model: str
@@ -194,6 +241,9 @@ class Contract:
     closed_loop: ClosedLoopSpec = field(default_factory=ClosedLoopSpec)
     latency: Mapping[str, Any] = field(default_factory=dict)
     memory: Mapping[str, Any] = field(default_factory=dict)
+    regression: RegressionSpec = field(default_factory=RegressionSpec)
+    invariance: InvarianceSpec = field(default_factory=InvarianceSpec)
+    calibration: CalibrationInfo | None = None
     description: str = ""
     path: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -369,6 +419,37 @@ def _drift(raw: Mapping[str, Any]) -> DriftCriteria:
     )
 
 
+def _regression(raw: Mapping[str, Any]) -> RegressionSpec:
+    return RegressionSpec(
+        error_growth=Tier.from_json(raw.get("error_growth")) or ERROR_GROWTH,
+        error_floor=float(raw.get("error_floor", ERROR_FLOOR)),
+        latency_growth=Tier.from_json(raw.get("latency_growth")) or LATENCY_GROWTH,
+        blocking=raw.get("blocking", True),
+    )
+
+
+def _invariance(raw: Mapping[str, Any]) -> InvarianceSpec:
+    return InvarianceSpec(
+        batch_dim=raw.get("batch_dim", "B"),
+        batch_sizes=tuple(int(b) for b in raw.get("batch_sizes", ())),
+        chunks=int(raw.get("chunks", 4)),
+        default=Tier.from_json(raw.get("default")),
+        outputs={k: Tier.from_json(v) or Tier() for k, v in raw.get("outputs", {}).items()},
+        blocking=raw.get("blocking", True),
+    )
+
+
+def _calibration(raw: Mapping[str, Any]) -> CalibrationInfo:
+    return CalibrationInfo(
+        engines=tuple(raw["engines"]),
+        rule=raw["rule"],
+        measured=raw["measured"],
+        reference=raw.get("reference", ""),
+        created=raw.get("created", ""),
+        loosened=raw.get("loosened", False),
+    )
+
+
 def _build(raw: Mapping[str, Any], path: Path | None) -> Contract:
     profiles = {
         name: Profile(
@@ -416,6 +497,9 @@ def _build(raw: Mapping[str, Any], path: Path | None) -> Contract:
         closed_loop=closed_loop,
         latency=raw.get("latency", {}),
         memory=raw.get("memory", {}),
+        regression=_regression(raw.get("regression", {})),
+        invariance=_invariance(raw.get("invariance", {})),
+        calibration=_calibration(raw["calibration"]) if "calibration" in raw else None,
         path=path,
         raw=raw,
     )
@@ -511,6 +595,13 @@ def _problems(c: Contract) -> Iterator[str]:
         yield from _tier_problems(crit.mean, f"{at}.mean")
         if crit.trend is not None:
             yield from _tier_problems(crit.trend.growth, f"{at}.trend.growth")
+    yield from _tier_problems(c.regression.error_growth, "$.regression.error_growth")
+    yield from _tier_problems(c.regression.latency_growth, "$.regression.latency_growth")
+    for name, inv_tier in c.invariance.outputs.items():
+        if name not in outputs:
+            yield f"$.invariance.outputs.{name}: {name!r} is not an output"
+        yield from _tier_problems(inv_tier, f"$.invariance.outputs.{name}")
+    yield from _tier_problems(c.invariance.default, "$.invariance.default")
     for section in ("latency", "memory"):
         for key, value in getattr(c, section).items():
             if isinstance(value, dict):
