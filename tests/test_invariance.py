@@ -1,0 +1,145 @@
+"""Invariance checks: engines that are exact at batch 1 but break at other batch sizes.
+
+Each faulty engine is an ONNX edit of Silero whose change is exactly zero at batch 1 (so functional
+parity, which runs one chunk at a time, passes it through the plugin), and about 1e-3 at batch 2
+and above: only the invariance check can catch it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from pytest_trtparity.backends import open_backend
+from pytest_trtparity.backends.base import Backend
+from pytest_trtparity.checks.invariance import run_invariance
+from pytest_trtparity.contract import load_contract
+from pytest_trtparity.functional import run_functional
+from pytest_trtparity.gate import Level
+from pytest_trtparity.reference.reader import Record, ReferenceReader
+
+from .conftest import REPO, SILERO_CONTRACT, SILERO_REF
+
+ENCODER = REPO / "references" / "encoder_streaming" / "encoder_streaming_small.onnx"
+ENCODER_CONTRACT = REPO / "contracts" / "encoder_streaming_small.contract.json"
+ENCODER_REF = REPO / "references" / "encoder_streaming_small_50.jsonl"
+MIX = 1e-3
+
+
+def _records(path: Path, n: int = 40) -> Iterator[Record]:
+    return itertools.islice(ReferenceReader(path), n)
+
+
+def _edit_state(src: Path, dst: Path, build: str) -> Path:
+    """stateN [2, B, 128] becomes stateN + 1e-3 x (roll(stateN, 1, axis=1) - stateN) ("mix": each
+    row takes a little of its neighbour), or stateN + 1e-3 x (B - 1) ("batch"). Both are exactly
+    stateN at batch 1."""
+    model = onnx.load(str(src))
+    g = model.graph
+    for node in g.node:
+        node.output[:] = ["stateN_raw" if o == "stateN" else o for o in node.output]
+    const = [
+        helper.make_tensor("k_mix", TensorProto.FLOAT, [], [MIX]),
+        helper.make_tensor("k_one", TensorProto.FLOAT, [], [1.0]),
+        helper.make_tensor("k_starts_last", TensorProto.INT64, [1], [-1]),
+        helper.make_tensor("k_end_big", TensorProto.INT64, [1], [1 << 30]),
+        helper.make_tensor("k_zero", TensorProto.INT64, [1], [0]),
+        helper.make_tensor("k_axis", TensorProto.INT64, [1], [1]),
+    ]
+    g.initializer.extend(const)
+    if build == "mix":
+        nodes = [
+            helper.make_node(
+                "Slice", ["stateN_raw", "k_starts_last", "k_end_big", "k_axis"], ["last"]
+            ),
+            helper.make_node(
+                "Slice", ["stateN_raw", "k_zero", "k_starts_last", "k_axis"], ["head"]
+            ),
+            helper.make_node("Concat", ["last", "head"], ["rolled"], axis=1),
+            helper.make_node("Sub", ["rolled", "stateN_raw"], ["delta"]),
+        ]
+    else:
+        nodes = [
+            helper.make_node("Shape", ["stateN_raw"], ["shape"]),
+            helper.make_node("Gather", ["shape", "k_axis"], ["b"], axis=0),
+            helper.make_node("Cast", ["b"], ["bf"], to=TensorProto.FLOAT),
+            helper.make_node("Sub", ["bf", "k_one"], ["delta"]),
+        ]
+    nodes += [
+        helper.make_node("Mul", ["delta", "k_mix"], ["scaled"]),
+        helper.make_node("Add", ["stateN_raw", "scaled"], ["stateN"]),
+    ]
+    g.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def _open(path: Path) -> Backend:
+    return open_backend(path, "onnxruntime").load()
+
+
+def test_clean_engines_pass(silero_onnx: Path) -> None:
+    for engine, contract, ref in (
+        (silero_onnx, SILERO_CONTRACT, SILERO_REF),
+        (ENCODER, ENCODER_CONTRACT, ENCODER_REF),
+    ):
+        result = run_invariance(_open(engine), load_contract(contract), _records(ref))
+        assert result.verdict is Level.PASS, [f.message for f in result.findings]
+        assert result.complete and 8 in result.extra["batch_sizes"]
+        assert len(result.extra["chunks"]) == 4  # distinct chunks of one shape, so they stack
+
+
+@pytest.mark.parametrize(
+    ("edit", "criteria"),
+    [("mix", {"position"}), ("batch", {"position", "batch size"})],
+)
+def test_broken_invariance_is_caught_only_here(
+    silero_onnx: Path, tmp_path: Path, edit: str, criteria: set[str]
+) -> None:
+    engine = _open(_edit_state(silero_onnx, tmp_path / f"{edit}.onnx", edit))
+    contract = load_contract(SILERO_CONTRACT)
+    functional = run_functional(engine, contract, _records(SILERO_REF, 300))
+    assert functional.verdict is Level.PASS, [f.message for f in functional.findings]
+    result = run_invariance(engine, contract, _records(SILERO_REF))
+    assert result.verdict is Level.FAIL
+    fails = result.failures()
+    assert {f.criterion for f in fails} == criteria
+    assert {f.output for f in fails} == {"stateN"}
+    for f in fails:
+        assert "batch " in f.message and "row" in f.message
+        assert f.value is not None and 1e-5 < f.value <= 8 * MIX
+    identical = [f for f in fails if f.criterion == "identical rows"]
+    assert not identical  # both edits keep identical rows identical
+
+
+def test_tier_from_contract_and_repeat(silero_onnx: Path, tmp_path: Path) -> None:
+    """A contract tier above the fault's size passes it; non-determinism is reported by size."""
+    raw = load_contract(SILERO_CONTRACT).raw
+    loose = {**raw, "invariance": {"default": {"warn": 1e-4, "fail": 1e-2}, "batch_sizes": [2]}}
+    from pytest_trtparity.contract import contract_from_json
+
+    contract = contract_from_json(loose)
+    engine = _open(_edit_state(silero_onnx, tmp_path / "mix.onnx", "mix"))
+    result = run_invariance(engine, contract, _records(SILERO_REF))
+    assert result.verdict is Level.WARN
+    assert result.extra["batch_sizes"] == [1, 2]
+
+    class Noisy(type(engine)):  # type: ignore[misc]
+        def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            out = super()._infer(feeds)
+            self.calls = getattr(self, "calls", 0) + 1
+            return {k: v + np.float32(1e-6 * self.calls) for k, v in out.items()}  # drifts per call
+
+    noisy = Noisy(silero_onnx).load()
+    result = run_invariance(noisy, load_contract(SILERO_CONTRACT), _records(SILERO_REF))
+    repeat = [f for f in result.failures() if f.criterion == "repeat"]
+    assert repeat and "non-deterministic" in repeat[0].message
+    # chunk 0 ran first (call 1) and again after the other 3 chunks (call 5): 4e-6 apart
+    assert repeat[0].value == pytest.approx(4e-6, rel=0.1)
