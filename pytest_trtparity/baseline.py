@@ -40,7 +40,11 @@ def open_baseline(settings: GateSettings, contract: Contract | None) -> Backend:
     """The baseline named by --trt-baseline, loaded; its backend comes from its extension."""
     path = settings.require("baseline")
     name = backend_name_for(path)
-    options: dict[str, Any] = {"provider": settings.provider, "threads": settings.threads}
+    options: dict[str, Any] = {
+        "provider": settings.provider,
+        "threads": settings.threads,
+        "tf32": settings.tf32,
+    }
     if name == "torch":
         from .backends.torch import gate_options
 

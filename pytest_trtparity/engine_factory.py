@@ -51,7 +51,11 @@ def build_on_demand(
 
 
 def backend_options(settings: GateSettings, backend: str) -> dict[str, Any]:
-    options: dict[str, Any] = {"provider": settings.provider, "threads": settings.threads}
+    options: dict[str, Any] = {
+        "provider": settings.provider,
+        "threads": settings.threads,
+        "tf32": settings.tf32,
+    }
     if backend == "onnxruntime" and settings.provider == "tensorrt":
         from .trt.cache import default_cache_dir
 

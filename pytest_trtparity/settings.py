@@ -146,6 +146,13 @@ OPTIONS: tuple[OptionSpec, ...] = (
         metavar="X.Y[,X.Y]",
     ),
     OptionSpec(
+        "trt_tf32",
+        "Allow TF32 in fp32 GPU math (PyTorch's cuDNN and matmul, ONNX Runtime's CUDA provider); "
+        "off by default: TF32 keeps 10 mantissa bits and can move an fp32 comparison past its tiers.",
+        "bool",
+        default=False,
+    ),
+    OptionSpec(
         "trt_latency_timing",
         "What the latency suite times: host (each step with its transfers, as an "
         "application sees it) or device (compute alone on device-resident inputs; a CUDA graph "
@@ -177,6 +184,7 @@ class GateSettings:
     torch_entry: str | None = None
     torch_device: str = "cpu"
     latency_timing: str = "host"
+    tf32: bool = False
     compute_capability: tuple[str, ...] = ()
     #: ini paths that could not be resolved (a `pkg:` whose package is absent), raised only when the
     #: gate needs them: a repository's gate defaults must not break its unrelated test runs.
@@ -274,6 +282,7 @@ def resolve_settings(
         torch_entry=values["trt_torch_entry"],
         torch_device=values["trt_torch_device"] or "cpu",
         latency_timing=values["trt_latency_timing"],
+        tf32=bool(values["trt_tf32"]),
         compute_capability=tuple(
             cc.strip() for cc in (values["trt_compute_capability"] or "").split(",") if cc.strip()
         ),

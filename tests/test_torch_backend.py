@@ -261,21 +261,48 @@ def test_importing_the_backend_does_not_import_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def _silero_closed_loop_error(backend: Any, *, carry_state: bool = True) -> dict[str, float]:
+    """Worst |engine - reference| per output over the committed 300-chunk stream, the network
+    carrying its own state (or, to show what a broken loop looks like, restarting it each chunk)."""
+    worst = {"output": 0.0, "stateN": 0.0}
+    first_state = None
+    backend.reset_state()
+    for i, record in enumerate(ReferenceReader(SILERO_REF)):
+        if i == 0:
+            first_state = record.inputs["state"]
+            got = backend.run({"input": record.inputs["input"], "state": first_state})
+        elif carry_state:
+            got = backend.run({"input": record.inputs["input"]}, carry={"state": "stateN"})
+        else:
+            got = backend.run({"input": record.inputs["input"], "state": first_state})
+        for name in worst:
+            worst[name] = max(worst[name], float(np.abs(got[name] - record.outputs[name]).max()))
+    return worst
+
+
 def test_silero_jit_through_entry_reproduces_the_reference_closed_loop(silero_jit: Path) -> None:
-    """The committed reference came from this network: carrying its own state, it must match bit for bit."""
+    """The committed reference came from this network on one CPU; carrying its own state over 300
+    chunks, it must stay inside the contract's closed-loop warn tier on any CPU.
+
+    Not bit for bit: CPU kernels differ between vendors and instruction sets (AVX2, AVX-512, AMX),
+    and the recurrence accumulates their last-bit differences. Worst error over both outputs: 0 on
+    the AMD EPYC the reference was written on, 6.48e-5 reported on an Intel CPU, 6.68e-5 on an H200
+    with TF32 off (docs/performance.md, TF32). The warn tier (5e-4) is 7.5x the largest of those. A
+    loop that drops its state is off by 0.96 (output) and 36 (stateN), checked below; TF32 on the
+    H200 gave 1.37e-2: the bound still catches a regression.
+    """
     contract = load_contract(SILERO_CONTRACT)
+    drift = contract.closed_loop.for_output("stateN")
+    assert drift is not None and drift.max is not None and drift.max.warn is not None
+    bound = drift.max.warn
     backend = open_backend(silero_jit, entry="_model", **contract_options(contract)).load()
     # sr is optional in the contract and the network does not take it
     assert [i.name for i in backend.inputs] == ["input", "state"]
-    worst = 0.0
-    for i, record in enumerate(ReferenceReader(SILERO_REF)):
-        if i == 0:
-            got = backend.run({"input": record.inputs["input"], "state": record.inputs["state"]})
-        else:
-            got = backend.run({"input": record.inputs["input"]}, carry={"state": "stateN"})
-        for name in ("output", "stateN"):
-            worst = max(worst, float(np.abs(got[name] - record.outputs[name]).max()))
-    assert worst == 0.0
+    worst = _silero_closed_loop_error(backend)
+    assert max(worst.values()) <= bound, (worst, bound)
+    # the same bound fails a loop that drops its state: the check can tell a regression from noise
+    broken = _silero_closed_loop_error(backend, carry_state=False)
+    assert max(broken.values()) > 10 * bound, broken
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,8 @@
 
 onnxruntime falls back to the CPU with only a warning when a provider cannot be created
 (microsoft/onnxruntime#23372); this backend asserts that the provider asked for is the one in use.
+The CUDA provider runs with `use_tf32=0` unless `tf32=True` (--trt-tf32): its default lets cuBLAS and
+cuDNN round fp32 inputs to TF32, which an fp32 gate must not do silently (torch_math.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 from .. import dtypes
 from ..errors import BackendError, EngineLoadError, MissingDependencyError
 from .base import Backend, BackendInfo, IOInfo, file_sha256, host_cpu_name, read_engine_file
+from .gpu_facts import cublas_version, cudnn_version, gpu_clocks, visible_index
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -66,6 +69,11 @@ def tensorrt_ep_options(options: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def cuda_ep_options(options: Mapping[str, Any]) -> dict[str, str]:
+    """Options for onnxruntime's CUDA execution provider: TF32 off unless `tf32` asks for it."""
+    return {"use_tf32": "1" if options.get("tf32") else "0"}
+
+
 def _dim(d: Any) -> int | str | None:
     return d if isinstance(d, int | str) else None
 
@@ -99,6 +107,8 @@ class OnnxRuntimeBackend(Backend):
             if "trt_engine_cache_path" in ep_options:
                 os.makedirs(ep_options["trt_engine_cache_path"], exist_ok=True)
             providers = [(self.provider, ep_options), PROVIDERS["cpu"]]  # type: ignore[list-item]
+        if self.provider == PROVIDERS["cuda"]:
+            providers = [(self.provider, cuda_ep_options(self.options)), PROVIDERS["cpu"]]  # type: ignore[list-item]
         try:
             self.session = ort.InferenceSession(model, sess_options=opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception hierarchy
@@ -187,5 +197,29 @@ class OnnxRuntimeBackend(Backend):
             engine_sha256=file_sha256(self.path),
             engine_bytes=self._engine_bytes,
             provider=self.provider,
-            extra={"threads": int(self.options.get("threads") or 0) or os.cpu_count()},
+            extra={
+                "threads": int(self.options.get("threads") or 0) or os.cpu_count(),
+                **(self._cuda_facts() if self.provider == PROVIDERS["cuda"] else {}),
+            },
         )
+
+    def _cuda_facts(self) -> dict[str, Any]:
+        """The CUDA provider's TF32 option as the session applied it, the cuDNN and cuBLAS it loaded
+        and the GPU's clocks; what cannot be read is left out."""
+        applied = self.session.get_provider_options().get(self.provider, {})
+        use_tf32 = applied.get("use_tf32")
+        uuid, index = visible_index(int(applied.get("device_id", 0) or 0))
+        facts: dict[str, Any] = {
+            "tf32_requested": bool(self.options.get("tf32")),
+            "use_tf32": use_tf32,
+            "tf32": None if use_tf32 is None else str(use_tf32) == "1",
+            "cudnn": cudnn_version(),
+            "cublas": cublas_version(),
+            "gpu_clocks": gpu_clocks(uuid=uuid, index=index),
+        }
+        override = os.environ.get("NVIDIA_TF32_OVERRIDE")
+        if override is not None:
+            facts["nvidia_tf32_override"] = override
+            if override == "0":
+                facts["tf32"] = False
+        return {k: v for k, v in facts.items() if v is not None}

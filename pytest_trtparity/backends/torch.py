@@ -7,7 +7,8 @@ the contract (`contract_options`); torch.export programs declare dtypes and shap
 `entry` names the submodule or method to call, for wrappers whose `forward` hides the network with
 explicit state (Silero VAD's .jit keeps its state inside; `entry="_model"` calls the 16 kHz network
 `forward(x, state) -> (prob, state)`). On CUDA, state carried from step to step stays on the device.
-torch is imported only when this backend loads.
+TF32 is off while the model is loaded unless `tf32=True` (torch_math.py says why), and the process's
+own setting comes back on close. torch is imported only when this backend loads.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import contextlib
 import inspect
 import re
 import warnings
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,8 @@ import numpy as np
 from .. import dtypes
 from ..errors import BackendError, BindingError, EngineLoadError, MissingDependencyError
 from .base import Backend, BackendInfo, DimLike, IOInfo, StepTiming, file_sha256, host_cpu_name
+from .gpu_facts import cublas_version, format_cudnn, gpu_clocks, nvml_uuid
+from .torch_math import apply_tf32, tf32_in_force
 
 if TYPE_CHECKING:
     from ..contract import Contract
@@ -88,7 +91,8 @@ class _Arg:
 
 class TorchBackend(Backend):
     """Options: `device` ("cpu" | "cuda[:N]"), `entry` (dotted submodule or method), `threads`,
-    `input_names`, `output_names`, `optional_inputs`, `specs` ({name: (dtype, shape)})."""
+    `tf32` (allow TF32 in fp32 matmul and cuDNN; default off), `input_names`, `output_names`,
+    `optional_inputs`, `specs` ({name: (dtype, shape)})."""
 
     kind = "torch"
 
@@ -98,11 +102,27 @@ class TorchBackend(Backend):
         self._split: tuple[float, float, float] | None = None
         self._args: tuple[_Arg, ...] = ()
         self._format = ""
+        self._restore_math: Callable[[], None] | None = None
 
     # -- loading ---------------------------------------------------------------------------
     def _load_impl(self) -> tuple[tuple[IOInfo, ...], tuple[IOInfo, ...]]:
         torch = _import_torch()
         self._torch = torch
+        # process-wide, like the flags themselves: set for as long as this model is loaded
+        self._restore_math = apply_tf32(torch, bool(self.options.get("tf32")))
+        try:
+            return self._load_model(torch)
+        except BaseException:
+            self._restore_tf32()
+            raise
+
+    def _restore_tf32(self) -> None:
+        """Put back the TF32 setting the process had before this backend loaded."""
+        restore, self._restore_math = self._restore_math, None
+        if restore is not None:
+            restore()
+
+    def _load_model(self, torch: Any) -> tuple[tuple[IOInfo, ...], tuple[IOInfo, ...]]:
         self.device = parse_device(str(self.options.get("device") or "cpu"))
         self.cuda = self.device.startswith("cuda")
         if self.cuda:
@@ -313,6 +333,7 @@ class TorchBackend(Backend):
         self._module = None
         self._target = None
         self._device_last = {}
+        self._restore_tf32()
 
     # -- running ---------------------------------------------------------------------------
     def reset_state(self) -> None:
@@ -460,8 +481,26 @@ class TorchBackend(Backend):
                 "threads": int(torch.get_num_threads()),
                 "io_declared_by": "program" if self._format == "torch.export" else "contract",
                 "cuda": torch.version.cuda,
+                "tf32_requested": bool(self.options.get("tf32")),
+                **tf32_in_force(torch),
+                **(self._gpu_facts() if self.cuda else {}),
             },
         )
+
+    def _gpu_facts(self) -> dict[str, Any]:
+        """cuDNN and cuBLAS versions and the GPU's clocks; a fact that cannot be read is left out."""
+        torch = self._torch
+        cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+        uuid = getattr(torch.cuda.get_device_properties(self.device), "uuid", None)
+        index = int(self.device.split(":")[1])
+        facts = {
+            "cudnn": format_cudnn(int(cudnn)) if cudnn else None,
+            "cublas": cublas_version(),
+            "gpu_clocks": gpu_clocks(uuid=nvml_uuid(uuid))
+            if uuid is not None
+            else gpu_clocks(index=index),
+        }
+        return {k: v for k, v in facts.items() if v is not None}
 
 
 class TorchDeviceStep:
