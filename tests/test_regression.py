@@ -93,7 +93,7 @@ def test_previous_release(runs: dict[str, Path]) -> None:
 def test_refusals(runs: dict[str, Path], tmp_path: Path) -> None:
     contract = load_contract(SILERO_CONTRACT)
     good, _ = load_previous(runs["clean"])
-    with pytest.raises(PreviousRunError, match="summary.json: previous run's summary not found"):
+    with pytest.raises(PreviousRunError, match=r"summary\.json: previous run's summary not found"):
         load_previous(tmp_path)
     bad = tmp_path / "bad" / "summary.json"
     bad.parent.mkdir()
