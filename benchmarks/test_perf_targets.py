@@ -6,9 +6,11 @@ Not part of the CI test suite (testpaths is tests/): a timing target on a shared
 a flaky test, not a check. Each target compares two things measured in the same process, in the
 same run, interleaved, so the ratio holds when the machine is slower or busier.
 
-* The harness's own work a chunk in a parity run (the loop around each engine step; comparisons run
-  on a worker thread) stays under 5% of the engine's time for a model whose chunk takes 1 ms or more
-  (the benchmark stream encoder, about 3.5 ms here).
+* The harness's cost in a parity run, by the gate's own figure (`extra.harness.overhead_share`: the
+  loop's wall time minus the undisturbed engine time, reading, decoding, contention and the final
+  wait included, over the engine time) stays within `checking.harness_target`: 20% around a 1 ms
+  engine step, 5% from 5 ms, linear between (the benchmark stream encoder steps in about 3.5 ms
+  here, which allows about 9%).
 * The PyTorch backend adds under 5% to calling the same TorchScript module directly.
 """
 
@@ -23,6 +25,7 @@ import pytest
 
 from pytest_trtparity.backends import open_backend
 from pytest_trtparity.backends.torch import contract_options
+from pytest_trtparity.checking import harness_target
 from pytest_trtparity.closed_loop import run_closed_loop
 from pytest_trtparity.contract import load_contract
 from pytest_trtparity.functional import run_functional
@@ -32,7 +35,6 @@ from pytest_trtparity.reference import ReferenceReader
 pytest.importorskip("torch", reason="the benchmark model is built with PyTorch")
 pytest.importorskip("pytest_benchmark", reason="speed targets are measured with pytest-benchmark")
 
-OVERHEAD_TARGET = 0.05
 BACKEND_TARGET = 1.05
 
 
@@ -44,11 +46,10 @@ def encoder(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("mode", ["functional", "closed_loop"])
-def test_harness_overhead_is_under_five_percent(
+def test_harness_overhead_is_within_target(
     benchmark: Any, encoder: dict[str, Path], mode: str
 ) -> None:
-    """The gate's loop as it runs: wall time of each chunk's loop body minus the engine step inside
-    it (feeds, handing the outputs to the checker, waiting for it), against that engine step."""
+    """The gate's loop as it runs, judged by the figure the gate itself prints and writes."""
     contract = load_contract(encoder["contract"])
     backend = open_backend(encoder["onnx"], threads=1).load()
     runner = run_functional if mode == "functional" else run_closed_loop
@@ -58,14 +59,15 @@ def test_harness_overhead_is_under_five_percent(
     assert result.complete and not result.failures(), result.error or result.failures()
     harness = result.extra["harness"]
     benchmark.extra_info.update(harness=harness)
-    if harness["engine_step_ms"] < 1.0:
+    target = harness_target(harness["engine_step_ms"])
+    if target is None:
         pytest.skip(
             f"the engine takes {harness['engine_step_ms']:.2f} ms a chunk; the target applies from 1 ms"
         )
-    assert harness["overhead_share"] < OVERHEAD_TARGET, (
-        f"harness overhead {harness['overhead_ms']:.3f} ms a chunk is {harness['overhead_share']:.1%} "
-        f"of the engine step {harness['engine_step_ms']:.3f} ms (comparison {harness['compare_ms']:.3f} ms "
-        f"on the worker), over the {OVERHEAD_TARGET:.0%} target"
+    assert harness["overhead_share"] <= target, (
+        f"harness overhead {harness['overhead_ms']:.3f} ms a chunk (p95 {harness['overhead_p95_ms']:.3f}) "
+        f"is {harness['overhead_share']:.1%} of the engine step {harness['engine_step_ms']:.3f} ms, "
+        f"over the {target:.1%} target (comparison {harness['compare_ms']:.3f} ms on the worker)"
     )
 
 

@@ -108,6 +108,27 @@ class ChunkChecker:
             self.result.extra["check_error"] = f"{type(exc).__name__}: {exc}"
 
 
+#: The harness target as (engine step in ms, largest share of it the harness may add): at most 20%
+#: around a 1 ms step and 5% around a 5 ms one, on two cores. Both allow about 0.2 ms a chunk: what
+#: is fixed per chunk (reading a record, handing outputs over, the comparison's share of the GIL)
+#: weighs more on a short step, so one share for every step would be either lax or unreachable.
+HARNESS_TARGETS: tuple[tuple[float, float], ...] = ((1.0, 0.20), (5.0, 0.05))
+
+
+def harness_target(step_ms: float) -> float | None:
+    """The largest `overhead_share` allowed around an engine step of `step_ms`.
+
+    Linear between the targets' points and the last point's share above them; None below the first
+    point (a step under 1 ms is dominated by fixed costs no target is set for).
+    """
+    (lo_ms, lo_share), (hi_ms, hi_share) = HARNESS_TARGETS
+    if not step_ms >= lo_ms:  # also NaN
+        return None
+    if step_ms >= hi_ms:
+        return hi_share
+    return lo_share + (hi_share - lo_share) * (step_ms - lo_ms) / (hi_ms - lo_ms)
+
+
 def harness_report(
     step_ms: list[float],
     overhead_ms: list[float],

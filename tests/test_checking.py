@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from pytest_trtparity.checking import ChunkChecker
+from pytest_trtparity.checking import ChunkChecker, harness_target
 from pytest_trtparity.contract import load_contract
 from pytest_trtparity.reference.reader import Record
 from pytest_trtparity.results import SuiteResult
@@ -180,3 +180,20 @@ def test_a_step_slowed_by_the_checker_counts_as_harness_cost() -> None:
     assert h["engine_step_measured_ms"] == pytest.approx(26.0 / 20)
     assert h["overhead_share"] == pytest.approx(6.0 / 20.0)
     assert h["overhead_p95_ms"] == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize(
+    ("step_ms", "share"),
+    [(1.0, 0.20), (3.0, 0.125), (5.0, 0.05), (40.0, 0.05)],
+)
+def test_harness_target_is_20_percent_at_1_ms_and_5_percent_from_5_ms(
+    step_ms: float, share: float
+) -> None:
+    target = harness_target(step_ms)
+    assert target is not None
+    assert target == pytest.approx(share)
+
+
+@pytest.mark.parametrize("step_ms", [0.3, 0.999, float("nan")])
+def test_no_harness_target_below_a_1_ms_step(step_ms: float) -> None:
+    assert harness_target(step_ms) is None
