@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,14 +10,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .artifacts.summary import build_summary, output_aggregates, write_summary
+from .artifacts.run_folder import new_run_id
+from .artifacts.summary import COMPLETE, IN_PROGRESS, build_summary, output_aggregates
 from .contract import Contract
-from .errors import ParityWarning, TrtParityError
+from .errors import ConfigError, ParityWarning, TrtParityError
 from .gate import Level, verdict_of
 from .results import SuiteResult
 from .settings import GateSettings
 
 if TYPE_CHECKING:
+    from .artifacts.lock import FolderLock
     from .sharding import Selection, ShardPart
 
 #: Failures listed in a test's failure message before the rest are only counted.
@@ -35,6 +38,14 @@ class GateSession:
     summary: dict[str, Any] | None = None
     #: Parts of sharded suites (pytest-xdist) waiting for their merge; see sharding.py.
     parts: list[ShardPart] = field(default_factory=list)
+    #: Suites that skipped themselves, with their reason: the report says why they did not run.
+    skipped: dict[str, str] = field(default_factory=dict)
+    #: Names this run in every artifact it writes, so none can pass for another run's.
+    run_id: str = field(default_factory=new_run_id)
+    started: str | None = None
+    _lock: FolderLock | None = field(default=None, repr=False, compare=False)
+    #: Why the folder could not be claimed, when another run holds it: then nothing is written.
+    _busy: str | None = field(default=None, repr=False, compare=False)
 
     def record(self, result: SuiteResult) -> None:
         self.results = [r for r in self.results if r.suite != result.suite] + [result]
@@ -94,10 +105,32 @@ class GateSession:
             out[r.suite] = per
         return out
 
-    def build_summary(self, artifacts: dict[str, Any] | None = None) -> dict[str, Any]:
+    def note_skip(self, suite: str, reason: str) -> None:
+        """A gate suite skipped itself: kept for the report's list of suites that did not run."""
+        self.skipped[suite] = reason
+
+    def not_run(self) -> dict[str, str]:
+        from .artifacts.not_run import reasons
+
+        ran = {r.suite for r in self.results}
+        return reasons(self.settings, ran, self.skipped, stopped=bool(self.errors))
+
+    def build_summary(
+        self,
+        artifacts: dict[str, Any] | None = None,
+        *,
+        status: str = COMPLETE,
+        bare: bool = False,
+        results: list[SuiteResult] | None = None,
+    ) -> dict[str, Any]:
+        """summary.json's content. `bare`: without the contract (its criteria, thresholds and
+        aggregates), for when they are what broke."""
         s = self.settings
+        running = status == IN_PROGRESS
+        contract = None if bare or running else self.contract
+        results = ([] if running else self.results) if results is None else results
         return build_summary(
-            results=self.results,
+            results=results,
             environment=self.environment,
             inputs={
                 "engine": str(s.engine) if s.engine else None,
@@ -106,12 +139,16 @@ class GateSession:
                 "mode": s.mode,
                 "backend": s.backend,
             },
-            contract_raw=self.contract.raw if self.contract else None,
-            aggregates=self.aggregates(),
-            errors=self.errors,
+            contract_raw=contract.raw if contract else None,
+            aggregates=self.aggregates() if contract is not None else {},
+            errors=[] if running else self.errors,
             strict=s.strict,
-            contract=self.contract,
+            contract=contract,
             artifacts=artifacts,
+            run_id=self.run_id,
+            started=self.started,
+            status=status,
+            not_run={} if running else self.not_run(),
         )
 
     def enforce_shard(self, result: SuiteResult, selection: Selection) -> None:
@@ -143,7 +180,7 @@ class GateSession:
 
     def _merge_contract(self) -> Contract:
         if self.contract is None and self.settings.contract is not None:
-            self.contract = _contract_or_none(self.settings.contract)
+            self.contract, _ = _contract_or_error(self.settings.contract)
         if self.contract is None:
             raise TrtParityError(
                 "sharded results cannot be judged: the contract could not be loaded"
@@ -158,22 +195,91 @@ class GateSession:
             )
         )
 
-    def write(self) -> Path:
-        """Every artifact, on every run: plots first (the summary lists them), then summary.json,
-        report.md and the GitHub job summary. A plot that cannot be drawn is an error of the run,
-        and the other artifacts are still written."""
-        from .artifacts import channels, plots, report
+    # -- the artifacts folder: claimed and marked at the start, one set at the end ------------------
 
+    def start(self) -> None:
+        """Claim the artifacts folder and mark it in progress: from here on, no earlier run's
+        verdict, report or plots can be read as this run's (protocol: artifacts/run_folder.py).
+
+        Called once the process knows it runs the gate, by the process that writes the artifacts
+        (never on an xdist worker); idempotent. A second live run in the same folder stops this one
+        with one sentence naming the holder (pytest.UsageError). A folder that cannot be written is
+        not raised here: `write()` reports it with the verdict it could not write.
+        """
+        from .artifacts.lock import ArtifactsBusyError
+
+        try:
+            self._claim()
+        except ArtifactsBusyError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        except TrtParityError:
+            return
+
+    def _claim(self) -> None:
+        from .artifacts import report
+        from .artifacts.lock import ArtifactsBusyError, claim
+        from .artifacts.run_folder import mark_in_progress, remove_leftovers
+        from .artifacts.summary import IN_PROGRESS, dumps
+
+        if self._lock is not None and self._lock.held:
+            return
+        if self._busy is not None:
+            raise ArtifactsBusyError(self._busy)
         folder = self.settings.artifacts
-        if self.contract is None and self.settings.contract is not None:
-            self.contract = _contract_or_none(self.settings.contract)
-        artifacts: dict[str, Any] = {
-            "folder": str(folder),
+        try:
+            self._lock = claim(folder, self.run_id)
+        except ArtifactsBusyError as exc:
+            self._busy = str(exc)
+            raise
+        self.started = self._lock.holder.started
+        remove_leftovers(folder)
+        marker = self.build_summary(self._artifacts_entry(), status=IN_PROGRESS)
+        with contextlib.suppress(
+            TrtParityError, ValueError
+        ):  # write() reports an unwritable folder
+            mark_in_progress(folder, dumps(marker), report.render(marker))
+
+    def release(self) -> None:
+        """Give the artifacts folder back (the end of `write()` does); idempotent."""
+        if self._lock is not None:
+            self._lock.release()
+
+    def _artifacts_entry(self) -> dict[str, Any]:
+        return {
+            "folder": str(self.settings.artifacts),
             "summary": "summary.json",
             "report": "report.md",
             "plots": {},
             "errors": [],
         }
+
+    def write(self) -> Path | None:
+        """The final artifacts as one set: plots, report.md, then summary.json last (the commit),
+        all with this run's id. Never a traceback for bad inputs: whatever breaks while the full
+        summary is built, a failing summary with the error's sentence is written instead. Raises
+        ConfigError only when the folder cannot be written (or another run holds it); returns None,
+        writing nothing, when another run held the folder at `start()`."""
+        if self._busy is not None:
+            return None  # not ours: the other run's verdict stays
+        self._claim()
+        try:
+            return self._write_set()
+        except ConfigError:
+            raise  # the folder cannot be written: nothing else can be either
+        except Exception as exc:  # a bad input or a bug must still leave a verdict
+            self.errors.append(_sentence(exc, self.settings.artifacts / "summary.json"))
+            return self._write_fallback()
+        finally:
+            self.release()
+
+    def _write_set(self) -> Path:
+        from .artifacts import channels, plots, report
+        from .artifacts.atomic import write_text
+        from .artifacts.summary import dumps
+
+        folder = self.settings.artifacts
+        self._load_contract_for_artifacts()
+        artifacts = self._artifacts_entry()
         try:
             artifacts["plots"] = plots.write_plots(folder, self.results, self.contract, self.errors)
         except TrtParityError:
@@ -182,22 +288,87 @@ class GateSession:
             message = f"{folder / plots.PLOTS_DIR}: plots not written: {type(exc).__name__}: {exc}"
             artifacts["errors"].append(message)
             self.errors.append(message)
-        self.summary = self.build_summary(artifacts)
-        self.summary_path = write_summary(folder, self.summary)
-        report.write_report(folder, self.summary, artifacts["plots"])
-        try:
-            channels.append_github_summary(self.summary, str(folder))
-        except OSError as exc:
-            warnings.warn(ParityWarning(f"GITHUB_STEP_SUMMARY not written: {exc}"), stacklevel=2)
+        summary = self.build_summary(artifacts)
+        text = dumps(summary)
+        write_text(folder / "report.md", report.render(summary, artifacts["plots"]))
+        self.summary_path = write_text(folder / "summary.json", text)
+        self.summary = summary
+        self._job_summary(channels)
         return self.summary_path
 
+    def _write_fallback(self) -> Path:
+        """A failing summary without the contract's criteria and, if even they cannot be written,
+        without the suites' data: the verdict and the errors always reach the folder."""
+        from .artifacts import report
+        from .artifacts.atomic import write_text
+        from .artifacts.run_folder import remove_plots
+        from .artifacts.summary import dumps
 
-def _contract_or_none(path: Path) -> Contract | None:
-    """The contract for the artifacts when no fixture loaded it (the engine failed first); a broken
-    contract is reported by its own fixture, so here it only means no thresholds and no plots."""
+        folder = self.settings.artifacts
+        remove_plots(folder)  # drawn for the summary that could not be written
+        artifacts = self._artifacts_entry()
+        try:
+            summary = self.build_summary(artifacts, bare=True)
+            text = dumps(summary)
+        except Exception as exc:  # the suites' data itself cannot be written
+            self.errors.append(_sentence(exc, folder / "summary.json", what="the suites' results"))
+            summary = self.build_summary(artifacts, bare=True, results=[])
+            summary["environment"] = _jsonable(summary["environment"])
+            summary["errors"] = list(self.errors)  # suites ran: their results are what broke
+            text = dumps(summary)
+        write_text(folder / "report.md", report.render(summary))
+        self.summary_path = write_text(folder / "summary.json", text)
+        self.summary = summary
+        return self.summary_path
+
+    def _job_summary(self, channels: Any) -> None:
+        try:
+            channels.append_github_summary(self.summary, str(self.settings.artifacts))
+        except OSError as exc:
+            warnings.warn(ParityWarning(f"GITHUB_STEP_SUMMARY not written: {exc}"), stacklevel=3)
+
+    def _load_contract_for_artifacts(self) -> None:
+        """The contract for thresholds and plots when no fixture loaded it (the engine failed first,
+        or the controller of an xdist run). A broken contract becomes an error of the run."""
+        if self.contract is not None or self.settings.contract is None:
+            return
+        self.contract, error = _contract_or_error(self.settings.contract)
+        if error is not None and error not in self.errors:
+            self.errors.append(error)
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    """The entries JSON can hold: the last resort keeps the verdict, not every fact."""
+    import json
+
+    out = {}
+    for key, value in values.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            continue
+        out[key] = value
+    return out
+
+
+def _sentence(exc: BaseException, where: Path, what: str = "the full summary") -> str:
+    """One sentence for an exception while the artifacts were built: a TrtParityError already is
+    one (file, line, field); anything else is named with the file it stopped."""
+    if isinstance(exc, TrtParityError):
+        return str(exc)
+    detail = str(exc).splitlines()[0] if str(exc) else ""
+    return (
+        f"{where}: {what} could not be written ({type(exc).__name__}: {detail[:300]}); "
+        f"written without it, and the run fails"
+    )
+
+
+def _contract_or_error(path: Path) -> tuple[Contract | None, str | None]:
     from .contract import load_contract
 
     try:
-        return load_contract(path)
-    except TrtParityError:
-        return None
+        return load_contract(path), None
+    except TrtParityError as exc:
+        return None, str(exc)
+    except Exception as exc:  # the parser's own bug must not cost the verdict
+        return None, f"{path}: contract cannot be read: {type(exc).__name__}: {exc}"

@@ -103,13 +103,17 @@ def summary_lines(summary: Mapping[str, Any], path: str | None) -> list[str]:
     for suite, body in summary.get("suites", {}).items():
         lines += suite_lines(suite, body)
     lines += comparison_lines(summary.get("comparison", {}))
+    not_run = summary.get("not_run", {})
+    if not_run:
+        lines.append("not run: " + "; ".join(f"{k}: {v}" for k, v in not_run.items()))
     for err in summary.get("errors", []):
         lines.append(f"ERROR: {err}")
     artifacts = summary.get("artifacts", {})
     if artifacts.get("folder"):
         plots = artifacts.get("plots", {})
         lines.append(
-            f"artifacts: {artifacts['folder']} (summary.json, report.md, {len(plots)} plot(s))"
+            f"artifacts: {artifacts['folder']} (summary.json, report.md, {len(plots)} plot(s)), "
+            f"run {summary.get('run_id')}"
         )
     lines.append(
         f"verdict: {str(summary.get('verdict', '?')).upper()}" + (f"  ({path})" if path else "")

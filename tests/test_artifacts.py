@@ -293,3 +293,45 @@ def test_comparison_reports_the_loop_factor() -> None:
     assert comparison(
         {"functional": {"o": {"metric": "m", "worst": 0.0, "p95": 0.0, "mean": 0.0}}}
     )["o"]["loop_factor"] == {"worst": None, "mean": None}
+
+
+def _pixels_of(png: bytes, color: str) -> int:
+    """Pixels of `color` inside the axes (labels sit outside them, to the right)."""
+    import io
+
+    from matplotlib.colors import to_rgb
+    from matplotlib.image import imread
+
+    image = imread(io.BytesIO(png))[:, :, :3]
+    axes = image[:, : int(image.shape[1] * 0.74)]
+    return int((np.abs(axes - np.array(to_rgb(color))).max(axis=2) < 0.05).sum())
+
+
+def test_a_one_chunk_reference_is_drawn_as_a_marker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    contract = load_contract(SILERO_CONTRACT)
+    loop = SuiteResult("closed_loop")
+    loop.series("stateN").add("s#0", {"max_abs": 3e-6})
+    loop.chunk_done("s")
+    loop.finish()
+    data = plots.plot_data([loop], contract, "stateN")
+    png = plots.render(data)
+    (tmp_path / "one.png").write_bytes(png)
+    assert _pixels_of(png, plots.COLORS["closed_loop"]) > 30
+    monkeypatch.setattr(plots, "_isolated", lambda drawable, streams: drawable & False)
+    assert _pixels_of(plots.render(data), plots.COLORS["closed_loop"]) < 5  # a line alone: empty
+
+
+def test_isolated_points_are_those_no_line_can_show() -> None:
+    drawable = np.array([True, False, True, True, False, True])
+    assert plots._isolated(drawable, ("a",) * 6).tolist() == [
+        True,
+        False,
+        False,
+        False,
+        False,
+        True,
+    ]
+    # a stream boundary cuts the line too
+    assert plots._isolated(np.array([True, True]), ("a", "b")).tolist() == [True, True]

@@ -67,7 +67,7 @@ def test_junit_terminal_and_github_summary(
             "functional vs closed loop:",
             "  output * max_abs *x*",
             "  stateN * max_abs *x*",
-            "artifacts: * (summary.json, report.md, 2 plot(s))",
+            "artifacts: * (summary.json, report.md, 2 plot(s)), run *",
             "verdict: PASS*",
         ]
     )

@@ -103,7 +103,19 @@ def html_extras(gate: GateSession, suite: str) -> list[Any]:
     return out
 
 
+def skip_reason(rep: pytest.TestReport) -> str | None:
+    """The reason a skipped test gave (pytest keeps it as "Skipped: <reason>")."""
+    if not rep.skipped or hasattr(rep, "wasxfail"):
+        return None
+    longrepr = rep.longrepr
+    text = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return str(text).removeprefix("Skipped: ").strip() or "skipped"
+
+
 def after_report(rep: pytest.TestReport, gate: GateSession, suite: str) -> None:
+    reason = skip_reason(rep)
+    if reason is not None:
+        gate.note_skip(suite, reason)
     found = html_extras(gate, suite)
     if found:
         rep.extras = [*getattr(rep, "extras", []), *found]  # type: ignore[attr-defined]
@@ -125,6 +137,8 @@ def github_markdown(summary: Mapping[str, Any], artifacts: str | None = None) ->
         for f in s.get("findings", [])
         if f["level"] == "fail"
     ]
+    if summary.get("not_run"):
+        lines += ["", "### Suites that did not run", "", *report.not_run_lines(summary)]
     if fails:
         lines += ["", "### Failures", ""] + [f"- {f['message']}" for f in fails[:10]]
         if len(fails) > 10:

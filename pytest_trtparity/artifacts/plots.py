@@ -204,6 +204,17 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return out
 
 
+def _isolated(drawable: np.ndarray, streams: Sequence[str]) -> np.ndarray:
+    """Drawable points with no drawable neighbour in their stream: a line cannot show them."""
+    lone = np.zeros(drawable.size, dtype=bool)
+    for a, b in _segments(streams, drawable.size):
+        seg = drawable[a:b]
+        left = np.concatenate(([False], seg[:-1]))
+        right = np.concatenate((seg[1:], [False]))
+        lone[a:b] = seg & ~left & ~right
+    return lone
+
+
 def _segments(streams: Sequence[str], n: int) -> list[tuple[int, int]]:
     """[start, end) index ranges of consecutive points from the same stream."""
     if len(streams) != n or n == 0:
@@ -238,6 +249,7 @@ def render(data: PlotData) -> bytes:
     """The PNG for one output."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(11, 5.2), dpi=110)
     FigureCanvasAgg(fig)
@@ -245,7 +257,10 @@ def render(data: PlotData) -> bytes:
     ax.set_yscale("log")
     floor = _floor(data)
     n = max((int(line.x.max()) + 1 for line in data.lines if line.x.size), default=1)
-    ax.set_xlim(-0.5, max(n - 0.5, 1.0))
+    ax.set_xlim(-0.5, n - 0.5)
+    ax.xaxis.set_major_locator(
+        MaxNLocator(integer=True, min_n_ticks=1)
+    )  # chunks are counted, never halved
     labels: list[tuple[float, str, str]] = []  # (y in data units, text, color)
     nan_total = 0
     zero_total = 0
@@ -272,6 +287,9 @@ def render(data: PlotData) -> bytes:
             ax.plot(
                 xs, np.where(smooth[a:b] > 0, smooth[a:b], np.nan), color=color, lw=2.2, zorder=4
             )
+        lone = _isolated(~(zero | nan), line.streams)
+        if lone.any():  # a line through one point draws nothing: mark it
+            ax.plot(line.x[lone], y[lone], ls="none", marker="o", ms=6, color=color, zorder=4)
         if zero.any():
             ax.plot(
                 line.x[zero],
@@ -285,7 +303,9 @@ def render(data: PlotData) -> bytes:
             )
         last = next((float(v) for v in smooth[::-1] if math.isfinite(v) and v > 0), None)
         if last is not None:
-            labels.append((last, f"{NAMES[line.suite]}\n(rolling mean, {window} chunks)", color))
+            shown = min(window, y.size)
+            what = f"rolling mean, {shown} chunks" if shown > 1 else "1 chunk"
+            labels.append((last, f"{NAMES[line.suite]}\n({what})", color))
         for a, b in _runs(nan):
             ax.axvspan(
                 line.x[a] - 0.5, line.x[b] + 0.5, color=NAN_COLOR, alpha=0.18, lw=0, zorder=1

@@ -201,13 +201,39 @@ PERFORMANCE = ("latency", "throughput", "memory", "baseline")
 TIMINGS = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms")
 
 
+#: Latency targets that only a suite other than latency judges, and only when that suite ran.
+JUDGED_BY = {"baseline_": "baseline"}
+
+
+def _applied_targets(summary: Summary) -> tuple[dict[str, Any], list[str]]:
+    """The contract's latency targets this run could apply, and a note for those it could not
+    (the baseline limits mean nothing when no baseline ran)."""
+    targets = summary.get("criteria", {}).get("latency", {})
+    applied: dict[str, Any] = {}
+    unused: dict[str, list[str]] = {}
+    for key, value in targets.items():
+        if not isinstance(value, Mapping):
+            continue
+        suite = next((s for p, s in JUDGED_BY.items() if key.startswith(p)), None)
+        if suite is not None and _suite(summary, suite) is None:
+            unused.setdefault(suite, []).append(key)
+        else:
+            applied[key] = value
+    notes = [
+        f"{', '.join(keys)} not applied: the {suite} suite did not run"
+        + (f" ({summary['not_run'][suite]})" if suite in summary.get("not_run", {}) else "")
+        for suite, keys in unused.items()
+    ]
+    return applied, notes
+
+
 def item_latency(summary: Summary) -> tuple[str, str, list[str]]:
     suite = _suite(summary, "latency")
-    targets = summary.get("criteria", {}).get("latency", {})
-    target = ", ".join(f"{k} {_tier(v)}" for k, v in targets.items() if isinstance(v, Mapping))
+    targets, notes = _applied_targets(summary)
+    target = ", ".join(f"{k} {_tier(v)}" for k, v in targets.items())
     title = "Performance meets targets" + (f" ({target})" if target else "")
     if suite is None:
-        return NONE, title, ["latency not measured in this run"]
+        return NONE, title, ["latency not measured in this run", *notes]
     scalars = dict(_scalars(suite.get("extra", {})))
     keys = [k for k in TIMINGS if k in scalars] + sorted(
         k for k in scalars if k.endswith("_ms") and k not in TIMINGS
@@ -219,6 +245,7 @@ def item_latency(summary: Summary) -> tuple[str, str, list[str]]:
     others = [f"{n} {s.get('verdict')}" for n in PERFORMANCE[1:] if (s := _suite(summary, n))]
     if others:
         lines.append("also ran (see Findings): " + ", ".join(others))
+    lines += notes
     return _status(suite.get("findings", []), suite), title, lines
 
 
@@ -288,32 +315,75 @@ def findings_list(summary: Summary, limit: int = MAX_FINDINGS) -> list[str]:
     return lines or ["None."]
 
 
+#: Environment keys shown first, in this order, under these names; every other key follows.
+FIRST = (
+    ("engine_sha256", "engine sha256"),
+    ("backend", "backend"),
+    ("version", "version"),
+    ("device", "device"),
+    ("provider", "provider"),
+)
+
+
+def _flat(env: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in env.items():
+        if isinstance(value, Mapping):
+            yield from _flat(value, f"{prefix}{key}.")
+        elif isinstance(value, list | tuple):
+            yield f"{prefix}{key}", ", ".join(str(v) for v in value)
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _cell(value: Any) -> str:
+    """A table cell in full (no rounding: a version or a clock is not a measurement to shorten)."""
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    return "`" + text.replace("|", "\\|").replace("`", "'").replace("\n", " ") + "`"
+
+
 def environment_lines(summary: Summary) -> list[str]:
-    env = summary.get("environment", {})
+    """Every key the environment holds (what the backend reported, what conftest hooks added:
+    TF32, cuDNN and cuBLAS versions, GPU clocks, ...), the best-known first."""
+    env = dict(_flat(summary.get("environment", {})))
     inputs = summary.get("inputs", {})
-    rows = [
-        ("engine", inputs.get("engine")),
-        ("engine sha256", env.get("engine_sha256")),
-        (
-            "backend",
-            " ".join(str(x) for x in (env.get("backend"), env.get("version")) if x) or None,
-        ),
-        ("device", env.get("device")),
-        ("provider", env.get("provider")),
-        ("contract", inputs.get("contract")),
-        ("reference", inputs.get("reference")),
-        ("mode", inputs.get("mode")),
-        ("strict", summary.get("strict")),
-        ("trtparity", env.get("trtparity")),
-        ("python", env.get("python")),
-        ("platform", env.get("platform")),
-        ("created", summary.get("created")),
-    ]
-    return ["| | |", "|---|---|"] + [f"| {k} | `{v}` |" for k, v in rows if v is not None]
+    rows: list[tuple[str, Any]] = [("run", summary.get("run_id")), ("engine", inputs.get("engine"))]
+    rows += [(name, env.pop(key, None)) for key, name in FIRST]
+    rows += [(name, inputs.get(name)) for name in ("contract", "reference", "mode")]
+    rows += [("strict", summary.get("strict")), ("started", summary.get("started"))]
+    rows += [("finished", summary.get("created"))]
+    rows += sorted(env.items())
+    return ["| | |", "|---|---|"] + [f"| {k} | {_cell(v)} |" for k, v in rows if v is not None]
+
+
+def not_run_lines(summary: Summary) -> list[str]:
+    """The suites that did not run, each with why: an absent check is not a passed one."""
+    from .not_run import NAMES
+
+    return [
+        f"- {MARK[NONE]} `{suite}` ({NAMES.get(suite, suite)}): {why}"
+        for suite, why in summary.get("not_run", {}).items()
+    ] or ["Every suite of the gate ran."]
+
+
+IN_PROGRESS_MARK = "\u23f3"
+
+
+def render_in_progress(summary: Summary) -> str:
+    """The page a run leaves at its start: if it stays, the run never finished."""
+    run = summary.get("run_id")
+    return (
+        f"# TensorRT parity sign-off: {IN_PROGRESS_MARK} IN PROGRESS\n\n"
+        f"Run `{run}` started {summary.get('started')} and has not written its verdict yet.\n\n"
+        f"If this page stays after the run has ended, the run was stopped before it could finish "
+        f"(killed, cancelled, out of time): it has no verdict, and it did not pass. "
+        f"summary.json says the same (`status: in_progress`, `verdict: running`).\n"
+    )
 
 
 def render(summary: Summary, plots: Mapping[str, str] | None = None, *, images: bool = True) -> str:
     """The whole report; `images=False` leaves the plots out (for places that cannot show them)."""
+    if summary.get("status") == "in_progress":
+        return render_in_progress(summary)
     verdict = str(summary.get("verdict", "fail"))
     mark = {"pass": MARK[PASS], "warn": MARK[WARN]}.get(verdict, MARK[FAIL])
     lines = [f"# TensorRT parity sign-off: {mark} {verdict.upper()}", ""]
@@ -321,9 +391,10 @@ def render(summary: Summary, plots: Mapping[str, str] | None = None, *, images: 
     env = summary.get("environment", {})
     lines.append(
         f"Engine `{engine}` on {env.get('backend', '?')} ({env.get('device', '?')}), "
-        f"{summary.get('created', '')}."
+        f"{summary.get('created', '')}, run `{summary.get('run_id')}`."
     )
     lines += ["", "## Sign-off", "", *sign_off(summary)]
+    lines += ["", "## Suites that did not run", "", *not_run_lines(summary)]
     lines += ["", "## Functional and closed loop side by side", "", *comparison_table(summary)]
     if images and plots:
         lines += ["", "## Stability plots", ""]

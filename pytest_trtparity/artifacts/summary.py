@@ -17,8 +17,13 @@ from ..gate import Level, percentile, verdict_of
 from ..progress import ci_env
 from ..results import SuiteResult
 from .atomic import write_text
+from .run_folder import new_run_id
 
 SUMMARY_TAG = "trtparity-summary/1"
+#: `status` of a summary: written at a run's start, replaced at its end (docs/artifacts.md).
+IN_PROGRESS, COMPLETE = "in_progress", "complete"
+#: The verdict of a run that has not finished: never pass, never an earlier run's verdict.
+RUNNING = "running"
 SCHEMA_RESOURCE = "summary.schema.json"
 #: The two suites whose errors are shown side by side: how much does running on its own state add?
 SIDE_BY_SIDE = ("functional", "closed_loop")
@@ -173,19 +178,32 @@ def build_summary(
     strict: bool = False,
     contract: Contract | None = None,
     artifacts: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+    started: str | None = None,
+    status: str = COMPLETE,
+    not_run: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    """The summary of a finished run (`status` complete), or, with `status` in_progress, the one a
+    run writes at its start: verdict `running`, no errors yet."""
     levels = [r.verdict for r in results]
     if errors or not results:
         levels.append(Level.FAIL)
     verdict = verdict_of(levels)
     if strict and verdict is Level.WARN:
         verdict = Level.FAIL
+    running = status == IN_PROGRESS
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    if not running and not results:
+        errors = [*errors, "no gating suite produced a result"]
     summary: dict[str, Any] = _clean(
         {
             "trtparity": SUMMARY_TAG,
-            "verdict": verdict.word,
+            "status": status,
+            "run_id": run_id or new_run_id(),
+            "verdict": RUNNING if running else verdict.word,
             "strict": strict,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "started": started or now,
+            "created": now,
             "inputs": dict(inputs),
             "environment": {
                 "python": sys.version.split()[0],
@@ -194,7 +212,7 @@ def build_summary(
                 "ci": ci_name(),
                 **environment,
             },
-            "errors": list(errors) + ([] if results else ["no gating suite produced a result"]),
+            "errors": list(errors),
             "suites": {
                 r.suite: {**r.to_json(), "aggregates": aggregates.get(r.suite, {})} for r in results
             },
@@ -208,16 +226,20 @@ def build_summary(
                 "latency": (contract_raw or {}).get("latency", {}),
                 "memory": (contract_raw or {}).get("memory", {}),
             },
+            "not_run": dict(not_run or {}),
             "artifacts": dict(artifacts or {}),
         }
     )
     return summary
 
 
+def dumps(summary: Mapping[str, Any]) -> str:
+    """summary.json's text. Raises ValueError for what JSON cannot hold (the caller falls back)."""
+    return json.dumps(summary, indent=2, allow_nan=False) + "\n"
+
+
 def write_summary(folder: Path, summary: Mapping[str, Any]) -> Path:
-    return write_text(
-        folder / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n"
-    )
+    return write_text(folder / "summary.json", dumps(summary))
 
 
 def schema() -> dict[str, Any]:
