@@ -4,7 +4,26 @@ from __future__ import annotations
 
 from .settings import GateSettings
 
-ALWAYS = frozenset({"contract", "latency", "baseline", "profiles", "throughput", "memory"})
+ALWAYS = frozenset({"contract", "latency", "baseline", "profiles", "throughput", "memory", "build"})
+
+#: Every gating suite, in the order the README lists them. Each has its own marker, `trt_<suite>`,
+#: so that one suite can be deselected (`-m "not trt_latency"`) while the others still gate.
+SUITES = (
+    "contract",
+    "functional",
+    "closed_loop",
+    "profiles",
+    "latency",
+    "throughput",
+    "memory",
+    "baseline",
+    "build",
+)
+
+
+def suite_marker(suite: str) -> str:
+    """The per-suite marker's name: `trt_latency` for the latency suite."""
+    return f"trt_{suite}"
 
 
 def selected_suites(settings: GateSettings) -> frozenset[str] | None:

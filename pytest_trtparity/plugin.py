@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 
+from .bundled import gate_requested
 from .errors import ConfigError, TrtParityError
 from .settings import OPTIONS, GateSettings, resolve_settings
 
@@ -35,12 +37,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             if spec.choices:
                 kwargs["choices"] = spec.choices
         group.addoption(spec.flag, **kwargs)
+        ini_type: Literal["bool", "string"] = "bool" if spec.kind == "bool" else "string"
         parser.addini(
             spec.name,
             spec.help,
-            type="bool" if spec.kind == "bool" else "string",
+            type=ini_type,
             default=spec.default if spec.kind == "bool" else None,
         )
+    _add_gate_command_flag(group)
+
+
+def _add_gate_command_flag(group: pytest.OptionGroup) -> None:
+    from .bundled import GATE_COMMAND_DEST, GATE_COMMAND_FLAG
+
+    group.addoption(
+        GATE_COMMAND_FLAG, dest=GATE_COMMAND_DEST, action="store_true", help=argparse.SUPPRESS
+    )
 
 
 def settings_from_config(config: pytest.Config) -> GateSettings:
@@ -57,7 +69,11 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from .modes import SUITES
+
     config.addinivalue_line("markers", f"{MARKER}(suite): a gating suite of pytest-trtparity")
+    for suite in SUITES:
+        _register_suite_marker(config, suite)
     from .session import GateSession
 
     try:
@@ -66,9 +82,22 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     config.stash[SESSION_KEY] = GateSession(settings=settings)
     config.pluginmanager.register(PerformanceSummary(), "trtparity-performance")
+    from .bundled import BundledSuites, use_bundled_directly
     from .xdist_support import install
 
+    use_bundled_directly(config)
+    config.pluginmanager.register(BundledSuites(), "trtparity-bundled-suites")
     install(config, config.stash[SESSION_KEY])  # shards, devices and results under pytest-xdist
+
+
+def _register_suite_marker(config: pytest.Config, suite: str) -> None:
+    from .modes import suite_marker
+
+    config.addinivalue_line(
+        "markers",
+        f"{suite_marker(suite)}: the {suite} suite of the gate "
+        f"(-m 'not {suite_marker(suite)}' leaves it out; the other suites still gate)",
+    )
 
 
 def gate_session(config: pytest.Config) -> GateSession:
@@ -80,6 +109,49 @@ def _suite_of(item: pytest.Item) -> str | None:
     if marker is None:
         return None
     return str(marker.args[0]) if marker.args else str(marker.kwargs.get("suite", "gate"))
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Give each gate test its suite's own marker (`trt_latency` from `trtparity("latency")`), so
+    copies of the suites can be deselected one suite at a time too, and count what was collected
+    before any deselection: the bundled suites join only a run that found no gating test."""
+    from .bundled import count
+    from .modes import suite_marker
+
+    found = count(item.config)
+    found.items += 1
+    suite = _suite_of(item)
+    if suite is None:
+        return
+    found.gate_items += 1
+    if item.get_closest_marker(suite_marker(suite)) is None:
+        if suite_marker(suite) not in config_markers(item.config):
+            # a suite this plugin does not list (a conftest's own): registered for --strict-markers
+            _register_suite_marker(item.config, suite)
+        item.add_marker(suite_marker(suite))
+
+
+def config_markers(config: pytest.Config) -> set[str]:
+    lines: list[str] = config.getini("markers")
+    return {line.split(":", 1)[0].split("(", 1)[0].strip() for line in lines}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_collection(session: pytest.Session) -> Iterator[None]:
+    """Once the items are known (on the xdist controller: once the gate is asked for), the run
+    claims its artifacts folder."""
+    yield
+    start_gate(session.config)
+
+
+def start_gate(config: pytest.Config) -> None:
+    """Claim the artifacts folder as soon as this process knows it runs the gate."""
+    from .bundled import gate_requested
+
+    gate = gate_session(config)
+    if not runs_gate(config) or not (gate.gate_items or gate_requested(config)):
+        return
+    gate.start()  # a second live run into the same folder stops here, naming the holder
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -143,7 +215,6 @@ def trt_contract(trt_settings: GateSettings, trt_gate: GateSession) -> Contract:
 def trt_engine(trt_settings: GateSettings, trt_gate: GateSession) -> Iterator[Backend]:
     """The loaded engine under test, behind the backend interface."""
     from .engine_factory import open_engine
-
     from .errors import ExecutionUnavailable
 
     try:
@@ -197,7 +268,7 @@ def trt_baseline(
     trt_settings: GateSettings, trt_gate: GateSession, request: pytest.FixtureRequest
 ) -> Iterator[Backend | None]:
     """The baseline engine named by --trt-baseline, loaded; None when no baseline was given."""
-    if trt_settings.baseline is None:
+    if trt_settings.baseline is None and "baseline" not in trt_settings.deferred:
         yield None
         return
     from .baseline import open_baseline
@@ -250,13 +321,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     channels.after_report(outcome.get_result(), gate, suite)
 
 
+def runs_gate(config: pytest.Config) -> bool:
+    """This process writes the artifacts: not an xdist worker (the controller does), and the run
+    executes tests (--collect-only judges nothing)."""
+    return not hasattr(config, "workerinput") and not config.getoption("collectonly", False)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
-    if hasattr(config, "workerinput"):
-        return  # xdist workers: the controller writes the artifacts
-    gate = gate_session(config)
-    if not gate.gate_items and not gate.results:
+    if not runs_gate(config):
         return
+    gate = gate_session(config)
+    if not (gate.gate_items or gate.results or gate.errors or gate_requested(config)):
+        return  # not a gate run: nothing to judge, no artifacts
     for facts in config.hook.pytest_trtparity_environment(config=config):
         gate.environment.update(facts or {})
     try:

@@ -139,18 +139,18 @@ OPTIONS: tuple[OptionSpec, ...] = (
         metavar="DEVICE",
     ),
     OptionSpec(
-        "trt_compute_capability",
-        "Comma-separated compute capabilities (8.9,12.0) that engines built on demand with "
-        "--trt-backend tensorrt-rtx target ahead of time; needed where there is no GPU.",
-        "str",
-        metavar="X.Y[,X.Y]",
-    ),
-    OptionSpec(
         "trt_tf32",
         "Allow TF32 in fp32 GPU math (PyTorch's cuDNN and matmul, ONNX Runtime's CUDA provider); "
         "off by default: TF32 keeps 10 mantissa bits and can move an fp32 comparison past its tiers.",
         "bool",
         default=False,
+    ),
+    OptionSpec(
+        "trt_compute_capability",
+        "Comma-separated compute capabilities (8.9,12.0) that engines built on demand with "
+        "--trt-backend tensorrt-rtx target ahead of time; needed where there is no GPU.",
+        "str",
+        metavar="X.Y[,X.Y]",
     ),
     OptionSpec(
         "trt_latency_timing",
@@ -184,10 +184,11 @@ class GateSettings:
     torch_entry: str | None = None
     torch_device: str = "cpu"
     latency_timing: str = "host"
-    tf32: bool = False
     compute_capability: tuple[str, ...] = ()
-    #: ini paths that could not be resolved (a `pkg:` whose package is absent), raised only when the
-    #: gate needs them: a repository's gate defaults must not break its unrelated test runs.
+    tf32: bool = False
+    #: paths that could not be resolved (a `pkg:` whose package is absent), raised only when the gate
+    #: needs them: a repository's ini defaults must not break its unrelated test runs, and a gate run
+    #: must still leave its verdict (fail) and summary.json.
     deferred: Mapping[str, str] = field(default_factory=dict)
 
     def require(self, what: str) -> Path:
@@ -249,16 +250,20 @@ def resolve_settings(
     deferred: dict[str, str] = {}
     for spec in OPTIONS:
         raw_cli = cli.get(spec.name)
-        if raw_cli is not None and raw_cli is not False:
-            value = _convert(spec, raw_cli, cli_base, "option")
-        else:
-            try:
-                value = _convert(spec, ini.get(spec.name), ini_base, "ini key")
-            except ConfigError as exc:
-                if spec.kind != "path":
-                    raise
-                deferred[spec.name.removeprefix("trt_")] = f"ini key {spec.name}: {exc}"
-                value = None
+        from_cli = raw_cli is not None and raw_cli is not False
+        raw, base, source = (
+            (raw_cli, cli_base, "option") if from_cli else (ini.get(spec.name), ini_base, "ini key")
+        )
+        try:
+            value = _convert(spec, raw, base, source)
+        except ConfigError as exc:
+            if spec.kind != "path":
+                raise
+            # a path that cannot be resolved (a `pkg:` whose package is absent) fails the gate
+            # when it is needed, with a summary, instead of stopping pytest before any verdict
+            where = spec.flag if from_cli else spec.name
+            deferred[spec.name.removeprefix("trt_")] = f"{source} {where}: {exc}"
+            value = None
         values[spec.name] = spec.default if value is None and spec.kind != "path" else value
         if value is None and spec.kind == "path" and spec.default is not None:
             values[spec.name] = resolve(str(spec.default), cli_base)
@@ -282,8 +287,8 @@ def resolve_settings(
         torch_entry=values["trt_torch_entry"],
         torch_device=values["trt_torch_device"] or "cpu",
         latency_timing=values["trt_latency_timing"],
-        tf32=bool(values["trt_tf32"]),
         compute_capability=tuple(
             cc.strip() for cc in (values["trt_compute_capability"] or "").split(",") if cc.strip()
         ),
+        tf32=bool(values["trt_tf32"]),
     )

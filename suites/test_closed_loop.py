@@ -21,6 +21,7 @@ def _expected_chunks(trt_reference, limit):
 
 
 @pytest.mark.trtparity("closed_loop")
+@pytest.mark.trt_closed_loop  # deselect this suite alone: -m "not trt_closed_loop"
 def test_closed_loop_stability(
     trt_engine, trt_contract, trt_reference, trt_gate, pytestconfig, trt_shard
 ):

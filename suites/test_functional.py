@@ -10,6 +10,7 @@ from pytest_trtparity.functional import run_functional
 
 
 @pytest.mark.trtparity("functional")
+@pytest.mark.trt_functional  # deselect this suite alone: -m "not trt_functional"
 def test_functional_parity(trt_engine, trt_contract, trt_reference, trt_gate, trt_shard):
     records = trt_shard.records(trt_reference)
     trt_gate.enforce_shard(run_functional(trt_engine, trt_contract, records), records)

@@ -9,6 +9,7 @@ from pytest_trtparity.reference.reader import ReferenceReader
 
 
 @pytest.mark.trtparity("profiles")
+@pytest.mark.trt_profiles  # deselect this suite alone: -m "not trt_profiles"
 def test_profile_sweep(trt_engine, trt_contract, trt_settings, trt_gate):
     onnx = onnx_source(trt_settings)
     if onnx is None:

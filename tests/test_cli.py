@@ -97,3 +97,49 @@ def test_gate_passes_pytest_options_through(tmp_path: Path, silero_onnx: Path) -
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "contract" in capsys.readouterr().out
+
+
+def test_gate_help_lists_the_gate_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["gate", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--trt-engine PATH", "--trt-contract PATH", "--trt-ref PATH", "--trt-strict"):
+        assert flag in text, text
+    assert "pytest --help" in text
+
+
+def _gate_in(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_trtparity.cli", "gate", "-p", "no:cacheprovider", *args],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        timeout=300,
+    )
+
+
+def test_gate_takes_no_config_from_this_repository(tmp_path: Path, silero_onnx: Path) -> None:
+    """From an editable install the suites sit in this repository, whose pyproject.toml names the
+    Silero contract: a user's folder without one must not get it."""
+    proc = _gate_in(tmp_path, f"--trt-engine={silero_onnx}", f"--trt-ref={SILERO_REF}")
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "no contract given: pass --trt-contract PATH" in proc.stdout
+    assert f"rootdir: {tmp_path}" in proc.stdout
+    summary = json.loads((tmp_path / "trtparity-artifacts" / "summary.json").read_text())
+    assert summary["verdict"] == "fail" and summary["inputs"]["contract"] is None
+
+
+def test_gate_reads_the_ini_of_the_users_folder(tmp_path: Path, silero_onnx: Path) -> None:
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\n"
+        f"trt_engine = {silero_onnx}\n"
+        f"trt_contract = {SILERO_CONTRACT}\n"
+        f"trt_ref = {SILERO_REF}\n"
+        "trt_mode = functional\n"
+        "trt_artifacts = from-ini\n"
+    )
+    proc = _gate_in(tmp_path, "-q")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "from-ini" / "summary.json").read_text())
+    assert summary["verdict"] == "pass" and summary["suites"]["functional"]["chunks_run"] == 300

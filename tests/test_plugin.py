@@ -152,12 +152,21 @@ def test_bad_ini_bool_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["*ini key trt_threads: expected an integer, got 'many'*"])
 
 
-def test_uninstalled_package_engine_is_named(pytester: pytest.Pytester, gate_dir: Path) -> None:
-    result = pytester.runpytest_subprocess("--trt-engine=pkg:no_such_pkg_xyz/model.onnx")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(
-        ["*'pkg:no_such_pkg_xyz/model.onnx': package 'no_such_pkg_xyz' is not installed*"]
+def test_uninstalled_package_engine_is_named_and_fails_the_gate(
+    pytester: pytest.Pytester, gate_dir: Path
+) -> None:
+    """Not a usage error: the run still owes its verdict, so it fails with a summary."""
+    out = pytester.path / "a"
+    result = pytester.runpytest_subprocess(
+        "--trt-engine=pkg:no_such_pkg_xyz/model.onnx", f"--trt-artifacts={out}", *FUNCTIONAL
     )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "*option --trt-engine: 'pkg:no_such_pkg_xyz/model.onnx': package 'no_such_pkg_xyz' is not installed*"
+        ]
+    )
+    assert json.loads((out / "summary.json").read_text())["verdict"] == "fail"
 
 
 def test_unresolvable_ini_engine_fails_the_gate_but_not_other_tests(
