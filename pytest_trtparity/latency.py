@@ -442,7 +442,7 @@ def judge_criterion(
         f"judged {floor_level.word}"
     )
     bounded = Finding(floor_level, SUITE, "engine", name, message, value=value, limit=floor_limit)
-    return Judgement(key, value, stability, "bounded", bounded, sentence=message)
+    return Judgement(key, value, stability, "bounded", bounded)
 
 
 def judge_try(
@@ -716,7 +716,7 @@ def table_lines(extra: Mapping[str, Any]) -> list[str]:
 
 def stability_lines(extra: Mapping[str, Any]) -> list[str]:
     """`  stability: CV 9.6% (above 2.5%), p95 of 3 windows ... ms agree within 4% (limit 10%):
-    stable, 1 try`, then one line per inconclusive or bounded criterion."""
+    stable, 1 try`, then the sentence of each inconclusive criterion."""
     stability = extra.get("stability")
     if not isinstance(stability, Mapping):
         return []
