@@ -41,7 +41,10 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from pytest_trtparity.backends.torch import TorchBackend, contract_options  # noqa: E402
-from pytest_trtparity.contract import (  # noqa: E402
+from pytest_trtparity.checks.latency import LoopTimer, run_latency  # noqa: E402
+from pytest_trtparity.checks.memory import run_memory  # noqa: E402
+from pytest_trtparity.checks.throughput import run_throughput  # noqa: E402
+from pytest_trtparity.contract.model import (  # noqa: E402
     Contract,
     Profile,
     ProfileShape,
@@ -50,10 +53,7 @@ from pytest_trtparity.contract import (  # noqa: E402
     Tier,
     Tolerance,
 )
-from pytest_trtparity.latency import LoopTimer, run_latency  # noqa: E402
-from pytest_trtparity.memory import run_memory  # noqa: E402
 from pytest_trtparity.reference import ReferenceReader, ReferenceWriter  # noqa: E402
-from pytest_trtparity.throughput import run_throughput  # noqa: E402
 
 SILERO_CONTRACT = REPO / "contracts" / "silero_vad.contract.json"
 SILERO_REF = REPO / "references" / "silero_vad_300.jsonl"
@@ -67,7 +67,7 @@ def contract_of(raw: Mapping[str, Any], path: Path | None = None) -> Contract:
     except ImportError:
         pass
     else:
-        from pytest_trtparity.contract import contract_from_json
+        from pytest_trtparity.contract.model import contract_from_json
 
         return contract_from_json(dict(raw), path=path)
 
@@ -135,7 +135,7 @@ def stream_encoder(work: Path) -> tuple[Path, Path, Contract]:
     import stream_model
     import torch
 
-    from pytest_trtparity.harness import record_reference
+    from pytest_trtparity.reference.recording import record_reference
 
     model = stream_model.build_model()
     scripted = torch.jit.script(model)

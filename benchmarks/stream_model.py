@@ -9,7 +9,7 @@ chunk), self-attention within the chunk and a feed-forward block; about 1.9 M pa
 
 writes stream_encoder.pt (TorchScript), stream_encoder.onnx, stream_encoder.contract.json and a
 64-chunk reference stream_encoder_ref.jsonl, recorded from the TorchScript model on the CPU with
-`pytest_trtparity.harness.record_reference` (seeded, so every run writes the same weights and data).
+`pytest_trtparity.reference.recording.record_reference` (seeded, so every run writes the same weights and data).
 Nothing here is committed: the files are a few MB each and rebuild in seconds.
 """
 
@@ -167,8 +167,8 @@ def feature_chunks(chunks: int, batch: int = 1) -> Iterator[dict[str, np.ndarray
 def export(out: Path, chunks: int) -> dict[str, Path]:
     import torch
 
-    from pytest_trtparity.harness import record_reference
     from pytest_trtparity.reference import ReferenceWriter
+    from pytest_trtparity.reference.recording import record_reference
 
     out.mkdir(parents=True, exist_ok=True)
     model = build_model()

@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 
 from pytest_trtparity.backends.base import Backend, BackendInfo, IOInfo
-from pytest_trtparity.compare import compare
-from pytest_trtparity.contract import Contract, Tier, Tolerance, contract_from_json
-from pytest_trtparity.functional import run_functional
+from pytest_trtparity.checks.functional import run_functional
+from pytest_trtparity.contract.model import Contract, Tier, Tolerance, contract_from_json
+from pytest_trtparity.judge.compare import compare
 from pytest_trtparity.reference import ReferenceReader, ReferenceWriter
 
 ELEMENTS = 262_144

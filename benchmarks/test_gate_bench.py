@@ -21,11 +21,11 @@ import pytest
 
 from pytest_trtparity.backends import open_backend
 from pytest_trtparity.backends.base import Backend
-from pytest_trtparity.bindings import record_feeds
-from pytest_trtparity.contract import Contract, load_contract
-from pytest_trtparity.functional import run_functional
-from pytest_trtparity.paths import package_file
+from pytest_trtparity.checks.functional import run_functional
+from pytest_trtparity.contract.bindings import record_feeds
+from pytest_trtparity.contract.model import Contract, load_contract
 from pytest_trtparity.reference import ReferenceReader
+from pytest_trtparity.util.paths import package_file
 
 pytest.importorskip("pytest_benchmark", reason="the gate's cost is measured with pytest-benchmark")
 

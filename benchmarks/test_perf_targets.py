@@ -25,11 +25,11 @@ import pytest
 
 from pytest_trtparity.backends import open_backend
 from pytest_trtparity.backends.torch import contract_options
-from pytest_trtparity.checking import harness_target
-from pytest_trtparity.closed_loop import run_closed_loop
-from pytest_trtparity.contract import load_contract
-from pytest_trtparity.functional import run_functional
-from pytest_trtparity.latency import run_latency
+from pytest_trtparity.checks.closed_loop import run_closed_loop
+from pytest_trtparity.checks.functional import run_functional
+from pytest_trtparity.checks.latency import run_latency
+from pytest_trtparity.checks.loop import harness_target
+from pytest_trtparity.contract.model import load_contract
 from pytest_trtparity.reference import ReferenceReader
 
 pytest.importorskip("torch", reason="the benchmark model is built with PyTorch")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mutation testing of the comparison and gate code: pytest_trtparity/compare.py, gate.py, invariants.py.
+# Mutation testing of the comparison and gate code: pytest_trtparity/judge/compare.py, gate.py, invariants.py.
 #
 # Not part of normal CI: every mutant reruns the tests that reach the mutated function (about five
 # minutes on two cores). Each survivor must be killed by a test or explained in docs/mutation.md.
@@ -35,9 +35,9 @@ cat > "$work/setup.cfg" <<'EOF'
 [mutmut]
 source_paths = pytest_trtparity
 only_mutate =
-    pytest_trtparity/compare.py
-    pytest_trtparity/gate.py
-    pytest_trtparity/invariants.py
+    pytest_trtparity/judge/compare.py
+    pytest_trtparity/judge/tiers.py
+    pytest_trtparity/contract/invariants.py
 also_copy =
     conftest.py
     contracts

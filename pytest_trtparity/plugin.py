@@ -14,10 +14,10 @@ from .settings import OPTIONS, GateSettings, resolve_settings
 
 if TYPE_CHECKING:
     from .backends.base import Backend
-    from .contract import Contract
+    from .contract.model import Contract
     from .reference.reader import ReferenceReader
     from .session import GateSession
-    from .sharding import Shard
+    from .sharding.parts import Shard
 
 SESSION_KEY = pytest.StashKey["GateSession"]()
 MARKER = "trtparity"
@@ -69,7 +69,7 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from .modes import SUITES
+    from .checks.modes import SUITES
 
     config.addinivalue_line("markers", f"{MARKER}(suite): a gating suite of pytest-trtparity")
     for suite in SUITES:
@@ -91,7 +91,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _register_suite_marker(config: pytest.Config, suite: str) -> None:
-    from .modes import suite_marker
+    from .checks.modes import suite_marker
 
     config.addinivalue_line(
         "markers",
@@ -116,7 +116,7 @@ def pytest_itemcollected(item: pytest.Item) -> None:
     copies of the suites can be deselected one suite at a time too, and count what was collected
     before any deselection: the bundled suites join only a run that found no gating test."""
     from .bundled import count
-    from .modes import suite_marker
+    from .checks.modes import suite_marker
 
     found = count(item.config)
     found.items += 1
@@ -155,7 +155,7 @@ def start_gate(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    from .modes import selected_suites
+    from .checks.modes import selected_suites
 
     gate = gate_session(config)
     wanted = selected_suites(gate.settings)
@@ -185,7 +185,7 @@ def trt_settings(pytestconfig: pytest.Config) -> GateSettings:
 @pytest.fixture(scope="session")
 def trt_gate(pytestconfig: pytest.Config) -> GateSession:
     """Collects suite results; `trt_gate.enforce(result)` fails or warns the calling test."""
-    from .artifacts.atomic import ensure_writable
+    from .util.atomic import ensure_writable
 
     gate = gate_session(pytestconfig)
     if not hasattr(pytestconfig, "workerinput"):  # the controller writes the artifacts
@@ -199,7 +199,7 @@ def trt_gate(pytestconfig: pytest.Config) -> GateSession:
 @pytest.fixture(scope="session")
 def trt_contract(trt_settings: GateSettings, trt_gate: GateSession) -> Contract:
     """The binding contract named by --trt-contract, validated."""
-    from .contract import load_contract
+    from .contract.model import load_contract
 
     try:
         contract = load_contract(trt_settings.require("contract"))
@@ -214,7 +214,7 @@ def trt_contract(trt_settings: GateSettings, trt_gate: GateSession) -> Contract:
 @pytest.fixture(scope="session")
 def trt_engine(trt_settings: GateSettings, trt_gate: GateSession) -> Iterator[Backend]:
     """The loaded engine under test, behind the backend interface."""
-    from .engine_factory import open_engine
+    from .backends.factory import open_engine
     from .errors import ExecutionUnavailable
 
     try:
@@ -249,7 +249,7 @@ def trt_reference(trt_settings: GateSettings, trt_gate: GateSession) -> Referenc
 @pytest.fixture
 def trt_shard() -> Shard:
     """Which shard of its suite a test runs: the whole suite, unless pytest-xdist splits it (-n N)."""
-    from .sharding import Shard
+    from .sharding.parts import Shard
 
     return Shard()
 
@@ -271,7 +271,7 @@ def trt_baseline(
     if trt_settings.baseline is None and "baseline" not in trt_settings.deferred:
         yield None
         return
-    from .baseline import open_baseline
+    from .checks.baseline import open_baseline
 
     try:
         contract = request.getfixturevalue("trt_contract")
@@ -342,7 +342,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         gate.errors.append(str(exc))
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         return
-    from .gate import Level
+    from .judge.tiers import Level
 
     if gate.verdict is Level.FAIL and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -360,7 +360,7 @@ def pytest_terminal_summary(
             for err in gate.errors:
                 terminalreporter.write_line(f"ERROR: {err}")
         return
-    from .terminal import summary_lines
+    from .artifacts.terminal import summary_lines
 
     terminalreporter.section("trtparity gate")
     for line in summary_lines(gate.summary, str(gate.summary_path) if gate.summary_path else None):

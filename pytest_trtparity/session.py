@@ -12,15 +12,15 @@ import pytest
 
 from .artifacts.run_folder import new_run_id
 from .artifacts.summary import COMPLETE, IN_PROGRESS, build_summary, output_aggregates
-from .contract import Contract
+from .contract.model import Contract
 from .errors import ConfigError, ParityWarning, TrtParityError
-from .gate import Level, verdict_of
-from .results import SuiteResult
+from .judge.results import SuiteResult
+from .judge.tiers import Level, verdict_of
 from .settings import GateSettings
 
 if TYPE_CHECKING:
     from .artifacts.lock import FolderLock
-    from .sharding import Selection, ShardPart
+    from .sharding.parts import Selection, ShardPart
 
 #: Failures listed in a test's failure message before the rest are only counted.
 MAX_LISTED = 12
@@ -158,7 +158,7 @@ class GateSession:
         if selection.shard.whole:
             self.enforce(result)
             return
-        from .sharding import make_part, shard_view
+        from .sharding.parts import make_part, shard_view
 
         contract = self._merge_contract()
         part = make_part(result, selection, contract)
@@ -168,7 +168,7 @@ class GateSession:
     def merge_parts(self, *, final: bool = False) -> None:
         """Record each sharded suite whose shards have all reported (every one when `final`) as the
         merge of its parts, judged on the merged series exactly as one process would judge it."""
-        from .sharding import merge
+        from .sharding.parts import merge
 
         suites = list(dict.fromkeys(p.suite for p in self.parts))
         for suite in suites:
@@ -274,8 +274,8 @@ class GateSession:
 
     def _write_set(self) -> Path:
         from .artifacts import channels, plots, report
-        from .artifacts.atomic import write_text
         from .artifacts.summary import dumps
+        from .util.atomic import write_text
 
         folder = self.settings.artifacts
         self._load_contract_for_artifacts()
@@ -300,9 +300,9 @@ class GateSession:
         """A failing summary without the contract's criteria and, if even they cannot be written,
         without the suites' data: the verdict and the errors always reach the folder."""
         from .artifacts import report
-        from .artifacts.atomic import write_text
         from .artifacts.run_folder import remove_plots
         from .artifacts.summary import dumps
+        from .util.atomic import write_text
 
         folder = self.settings.artifacts
         remove_plots(folder)  # drawn for the summary that could not be written
@@ -364,7 +364,7 @@ def _sentence(exc: BaseException, where: Path, what: str = "the full summary") -
 
 
 def _contract_or_error(path: Path) -> tuple[Contract | None, str | None]:
-    from .contract import load_contract
+    from .contract.model import load_contract
 
     try:
         return load_contract(path), None

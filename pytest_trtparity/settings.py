@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ConfigError
-from .paths import resolve
+from .util.paths import resolve
 
 MODES = ("auto", "functional", "closed_loop", "both")
 

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from .errors import ConfigError, TrtParityError
-from .results import SuiteResult
+from .judge.results import SuiteResult
 from .session import GateSession
-from .sharding import SHARD_VIEW, Shard, ShardPart, device_for_worker, visible_devices
+from .sharding.parts import SHARD_VIEW, Shard, ShardPart, device_for_worker, visible_devices
 
 PAYLOAD_KEY = "trtparity"
 DEVICE_KEY = pytest.StashKey["int | None"]()

@@ -7,7 +7,7 @@ Reads references/speech_16k.wav (espeak-ng speech, 16 kHz mono), adds seeded Gau
 runs the TorchScript model chunk by chunk exactly as silero-vad's own streaming wrapper does:
 512 new samples plus the previous 64 as context, the state [2, 1, 128] fed back each chunk. Each
 record holds the chunk's inputs (input, state, sr) and the model's outputs (output, stateN).
-The loop itself is `pytest_trtparity.harness.record_reference`, the documented way to write a
+The loop itself is `pytest_trtparity.reference.recording.record_reference`, the documented way to write a
 reference from any PyTorch model.
 """
 
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pytest_trtparity.harness import Chunk, record_reference
 from pytest_trtparity.reference import ReferenceWriter
+from pytest_trtparity.reference.recording import Chunk, record_reference
 
 HERE = Path(__file__).resolve().parent
 CHUNK = 512

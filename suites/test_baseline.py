@@ -2,7 +2,7 @@
 
 import pytest
 
-from pytest_trtparity.baseline import run_baseline
+from pytest_trtparity.checks.baseline import run_baseline
 
 
 @pytest.mark.trtparity("baseline")

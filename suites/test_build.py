@@ -8,9 +8,9 @@ contract's memory.engine_bytes (2 GB when it sets none), and the build time in t
 
 import pytest
 
+from pytest_trtparity.checks.build import build_suite, summary
 from pytest_trtparity.errors import MissingDependencyError
 from pytest_trtparity.trt.build import BuildOptions
-from pytest_trtparity.trt.check import build_suite, summary
 
 BUILDERS = ("tensorrt", "tensorrt-rtx")
 

@@ -2,10 +2,10 @@
 
 import pytest
 
-from pytest_trtparity import progress
-from pytest_trtparity.closed_loop import run_closed_loop
+from pytest_trtparity.checks.closed_loop import run_closed_loop
 from pytest_trtparity.errors import TrtParityError
 from pytest_trtparity.reference.reader import read_header
+from pytest_trtparity.util import progress
 
 
 def _expected_chunks(trt_reference, limit):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pytest_trtparity.bindings import contract_suite
+from pytest_trtparity.checks.contract import contract_suite
 
 
 @pytest.mark.trtparity("contract")

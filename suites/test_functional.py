@@ -6,7 +6,7 @@ the reference's index; p95 and pass rate are judged once all shards are in (docs
 
 import pytest
 
-from pytest_trtparity.functional import run_functional
+from pytest_trtparity.checks.functional import run_functional
 
 
 @pytest.mark.trtparity("functional")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pytest_trtparity.latency import latency_suite
+from pytest_trtparity.checks.latency import latency_suite
 
 
 @pytest.mark.trtparity("latency")

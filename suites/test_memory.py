@@ -2,7 +2,7 @@
 
 import pytest
 
-from pytest_trtparity.memory import run_memory
+from pytest_trtparity.checks.memory import run_memory
 
 
 @pytest.mark.trtparity("memory")

@@ -4,7 +4,7 @@ running the ONNX the engine was built from (--trt-onnx, or the .onnx built on de
 import pytest
 
 from pytest_trtparity.backends.onnxruntime import OnnxRuntimeBackend
-from pytest_trtparity.profile_sweep import onnx_source, run_sweep
+from pytest_trtparity.checks.profiles import onnx_source, run_sweep
 from pytest_trtparity.reference.reader import ReferenceReader
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pytest_trtparity.throughput import run_throughput
+from pytest_trtparity.checks.throughput import run_throughput
 
 
 @pytest.mark.trtparity("throughput")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_trtparity.paths import package_file
+from pytest_trtparity.util.paths import package_file
 
 REPO = Path(__file__).resolve().parents[1]
 SUITES = REPO / "suites"

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pytest_trtparity import dtypes
 from pytest_trtparity.cli import main as cli
+from pytest_trtparity.contract import dtypes
 from pytest_trtparity.reference import ReferenceWriter
 
 from .conftest import assert_gate_passed

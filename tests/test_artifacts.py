@@ -13,9 +13,9 @@ import pytest
 
 from pytest_trtparity.artifacts import plots, report
 from pytest_trtparity.artifacts.summary import build_summary, comparison, schema
-from pytest_trtparity.contract import load_contract
-from pytest_trtparity.gate import Finding, Level
-from pytest_trtparity.results import SuiteResult
+from pytest_trtparity.contract.model import load_contract
+from pytest_trtparity.judge.results import SuiteResult
+from pytest_trtparity.judge.tiers import Finding, Level
 
 from .conftest import REPO, SILERO_CONTRACT, SILERO_REF, SUITES
 from .onnx_edits import scale_output
@@ -214,7 +214,7 @@ def test_plot_with_zeros_nan_and_two_streams(tmp_path: Path) -> None:
             )
             func.series("stateN").add(label, {"max_abs": f})
             loop.series("stateN").add(label, {"max_abs": c})
-    from pytest_trtparity.closed_loop import judge_closed_loop
+    from pytest_trtparity.checks.closed_loop import judge_closed_loop
 
     judge_closed_loop(loop, contract)
     data = plots.plot_data([func, loop], contract, "stateN")

@@ -14,14 +14,15 @@ from typing import Any
 
 import pytest
 
-from pytest_trtparity.artifacts import atomic, lock, report
+from pytest_trtparity.artifacts import lock, report
 from pytest_trtparity.artifacts.summary import schema
-from pytest_trtparity.contract import load_contract
+from pytest_trtparity.contract.model import load_contract
 from pytest_trtparity.errors import ContractError
-from pytest_trtparity.gate import Finding, Level
-from pytest_trtparity.results import SuiteResult
+from pytest_trtparity.judge.results import SuiteResult
+from pytest_trtparity.judge.tiers import Finding, Level
 from pytest_trtparity.session import GateSession
 from pytest_trtparity.settings import resolve_settings
+from pytest_trtparity.util import atomic
 
 from .conftest import SILERO_CONTRACT, SILERO_REF, SUITES
 
@@ -231,7 +232,7 @@ def test_a_contract_error_while_writing_still_writes_a_failing_summary(
 def test_a_contract_parser_bug_names_the_contract(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pytest_trtparity.contract as contract_module
+    import pytest_trtparity.contract.model as contract_module
 
     def crash(path: Path) -> Any:
         raise ValueError("Exceeds the limit (4300 digits) for integer string conversion")
@@ -332,7 +333,7 @@ def short_reference(dst: Path, n: int) -> Path:
 
 KILL_AT_COMMIT = """
 import os, signal
-from pytest_trtparity.artifacts import atomic
+from pytest_trtparity.util import atomic
 
 real = atomic.os.replace
 seen = []

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pytest_trtparity.contract import contract_from_json, load_contract, schema
+from pytest_trtparity.contract.model import contract_from_json, load_contract, schema
 from pytest_trtparity.errors import ContractError
 
 from .conftest import SILERO_CONTRACT, SILERO_REF

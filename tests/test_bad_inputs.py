@@ -212,9 +212,9 @@ def test_reader_or_binding_message_names_file_line_field(
     case: str, tmp_path: Path, engine: Backend
 ) -> None:
     """The message itself, exactly, and what ran before it is kept (fast: no pytest run)."""
-    from pytest_trtparity.contract import load_contract
-    from pytest_trtparity.functional import run_functional
-    from pytest_trtparity.gate import Level
+    from pytest_trtparity.checks.functional import run_functional
+    from pytest_trtparity.contract.model import load_contract
+    from pytest_trtparity.judge.tiers import Level
 
     data, tail = REFERENCE_CASES[case]
     path = tmp_path / f"{case}.jsonl"
@@ -253,9 +253,9 @@ WARM = (
     "onnxruntime",
     "matplotlib.pyplot",
     "pytest_trtparity.session",
-    "pytest_trtparity.functional",
-    "pytest_trtparity.closed_loop",
-    "pytest_trtparity.latency",
+    "pytest_trtparity.checks.functional",
+    "pytest_trtparity.checks.closed_loop",
+    "pytest_trtparity.checks.latency",
     "pytest_trtparity.artifacts.plots",
     "pytest_trtparity.artifacts.report",
     "pytest_trtparity.backends.onnxruntime",
@@ -341,9 +341,9 @@ def test_23_truncated_gz_yields_first_then_fails_the_whole_file(
     tmp_path: Path, silero_onnx: Path
 ) -> None:
     from pytest_trtparity.backends import open_backend
-    from pytest_trtparity.contract import load_contract
-    from pytest_trtparity.functional import run_functional
-    from pytest_trtparity.gate import Level
+    from pytest_trtparity.checks.functional import run_functional
+    from pytest_trtparity.contract.model import load_contract
+    from pytest_trtparity.judge.tiers import Level
 
     path = truncated_gz(tmp_path)
     seen: list[int] = []

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_trtparity import strictjson
-from pytest_trtparity.contract import SCHEMA_ID, contract_from_json, load_contract, schema
+from pytest_trtparity.contract.model import SCHEMA_ID, contract_from_json, load_contract, schema
 from pytest_trtparity.errors import ContractError, ReferenceFormatError
 from pytest_trtparity.reference import fastpath
 from pytest_trtparity.reference.reader import ReferenceReader, read_header
+from pytest_trtparity.util import strictjson
 
 from .conftest import SILERO_CONTRACT, SILERO_REF
 from .test_bad_inputs import HEADER, R0, R1, R2, body, quick_plots, warm_imports  # noqa: F401
@@ -318,7 +318,7 @@ def test_both_schema_copies_bound_the_same_counts() -> None:
 def test_starter_names_the_packaged_schema_and_loads_anywhere(
     tmp_path: Path, silero_onnx: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pytest_trtparity.contract_init import write_starter
+    from pytest_trtparity.commands.contract import write_starter
 
     monkeypatch.chdir(tmp_path)  # nowhere near the repository's contracts/ folder
     out = write_starter(silero_onnx, tmp_path / "starter.json")

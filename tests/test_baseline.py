@@ -14,9 +14,9 @@ import pytest
 
 from pytest_trtparity.backends import open_backend
 from pytest_trtparity.backends.onnxruntime import OnnxRuntimeBackend
-from pytest_trtparity.baseline import ratio, run_baseline
-from pytest_trtparity.contract import contract_from_json, load_contract
-from pytest_trtparity.gate import Level
+from pytest_trtparity.checks.baseline import ratio, run_baseline
+from pytest_trtparity.contract.model import contract_from_json, load_contract
+from pytest_trtparity.judge.tiers import Level
 from pytest_trtparity.reference import ReferenceReader, ReferenceWriter
 
 from .conftest import SILERO_CONTRACT, SILERO_REF
@@ -97,7 +97,7 @@ def test_error_ratio_against_a_baseline_that_is_the_reference(
     pytest.importorskip("torch", reason="needs PyTorch for the TorchScript baseline")
     pytest.importorskip("silero_vad", reason="needs silero-vad")
     from pytest_trtparity.backends.torch import contract_options
-    from pytest_trtparity.paths import package_file
+    from pytest_trtparity.util.paths import package_file
 
     jit = package_file("pkg:silero_vad/data/silero_vad.jit")
     base = open_backend(

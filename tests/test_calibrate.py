@@ -14,20 +14,20 @@ from pathlib import Path
 import pytest
 
 from pytest_trtparity.backends import open_backend
-from pytest_trtparity.closed_loop import run_closed_loop
+from pytest_trtparity.checks.closed_loop import run_closed_loop
+from pytest_trtparity.checks.functional import run_functional
 from pytest_trtparity.commands import calibrate as command
-from pytest_trtparity.contract import Tier, contract_from_json, load_contract
-from pytest_trtparity.functional import run_functional
-from pytest_trtparity.gate import Level
-from pytest_trtparity.judge.calibration import (
+from pytest_trtparity.contract.model import Tier, contract_from_json, load_contract
+from pytest_trtparity.judge.tiers import Level
+from pytest_trtparity.reference.reader import ReferenceReader
+from pytest_trtparity.signoff.calibration import (
     CalibrationError,
     Measured,
     calibrate,
     calibrated_tier,
     check_catalogue,
 )
-from pytest_trtparity.paths import package_file
-from pytest_trtparity.reference.reader import ReferenceReader
+from pytest_trtparity.util.paths import package_file
 
 from .conftest import SILERO_CONTRACT, SILERO_REF
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pytest_trtparity import gate
-from pytest_trtparity.compare import Comparison, compare
-from pytest_trtparity.contract import Tier, Tolerance
-from pytest_trtparity.gate import Level, judge, judge_series
-from pytest_trtparity.results import SuiteResult
+from pytest_trtparity.contract.model import Tier, Tolerance
+from pytest_trtparity.judge import tiers as gate
+from pytest_trtparity.judge.compare import Comparison, compare
+from pytest_trtparity.judge.results import SuiteResult
+from pytest_trtparity.judge.tiers import Level, judge, judge_series
 
 from .test_bad_inputs import warm_imports  # noqa: F401 - fixture used by name
 
@@ -199,8 +199,8 @@ def test_8_one_outlier_in_a_million_fails() -> None:
 
 
 def test_9_a_missing_output_fails_and_never_counts_as_compared(tmp_path: Path) -> None:
-    from pytest_trtparity.contract import contract_from_json
-    from pytest_trtparity.functional import check_chunk
+    from pytest_trtparity.checks.functional import check_chunk
+    from pytest_trtparity.contract.model import contract_from_json
     from pytest_trtparity.reference.reader import Record
 
     contract = contract_from_json(
@@ -272,7 +272,7 @@ def test_33_nan_from_chunk_150_on_fails_every_criterion() -> None:
 
 
 def test_33_a_trend_of_nan_and_a_zero_over_zero_ratio_fail() -> None:
-    from pytest_trtparity import drift
+    from pytest_trtparity.judge import drift
 
     assert math.isnan(drift.trend([1e-6] * 10 + [math.nan] * 10).slope)
     assert judge(Tier(fail=0.5), drift.trend([math.nan] * 30).slope)[0] is Level.FAIL
@@ -606,7 +606,7 @@ def test_pass_rate_needs_a_chunk_tier() -> None:
 
 
 def _inv(check: str, **kw: float) -> object:
-    from pytest_trtparity.contract import Invariant
+    from pytest_trtparity.contract.model import Invariant
 
     return Invariant(output="y", check=check, **kw)  # type: ignore[arg-type]
 
@@ -670,14 +670,14 @@ def _inv(check: str, **kw: float) -> object:
 def test_invariant_violations_name_the_first_bad_element(
     inv: tuple[str, dict[str, float]], value: np.ndarray, why: str | None
 ) -> None:
-    from pytest_trtparity.invariants import violation
+    from pytest_trtparity.contract.invariants import violation
 
     check, kw = inv
     assert violation(_inv(check, **kw), value) == why  # type: ignore[arg-type]
 
 
 def test_equals_without_a_value_means_zero() -> None:
-    from pytest_trtparity.invariants import violation
+    from pytest_trtparity.contract.invariants import violation
 
     assert violation(_inv("equals"), np.zeros(3)) is None  # type: ignore[arg-type]
     assert violation(_inv("equals"), np.ones(1)) == "got 1.0 at index (0,) (1 of 1 elements)"  # type: ignore[arg-type]
@@ -779,7 +779,7 @@ def test_percentile_interpolates_in_float64() -> None:
 
 
 def test_dim_equals_needs_an_axis_and_a_value() -> None:
-    from pytest_trtparity.invariants import violation
+    from pytest_trtparity.contract.invariants import violation
 
     for kw in ({"axis": 0}, {"value": 1.0}):
         with pytest.raises(AssertionError):

@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from pytest_trtparity.checking import ChunkChecker, harness_target
-from pytest_trtparity.contract import load_contract
+from pytest_trtparity.checks.loop import ChunkChecker, harness_target
+from pytest_trtparity.contract.model import load_contract
+from pytest_trtparity.judge.results import SuiteResult
 from pytest_trtparity.reference.reader import Record
-from pytest_trtparity.results import SuiteResult
 
 from .conftest import SILERO_CONTRACT
 
@@ -138,8 +138,8 @@ def test_an_error_in_the_loop_still_finishes_the_chunks_that_ran() -> None:
 def test_prefetched_keeps_order_raises_in_place_and_stops_early() -> None:
     from collections.abc import Iterator
 
+    from pytest_trtparity.checks.functional import prefetched
     from pytest_trtparity.errors import ReferenceFormatError
-    from pytest_trtparity.functional import prefetched
 
     read: list[int] = []
 

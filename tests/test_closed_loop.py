@@ -12,10 +12,10 @@ import pytest
 
 from pytest_trtparity.backends import open_backend
 from pytest_trtparity.backends.base import Backend, BackendInfo, IOInfo
-from pytest_trtparity.closed_loop import run_closed_loop
-from pytest_trtparity.contract import Contract, contract_from_json, load_contract
-from pytest_trtparity.functional import run_functional
-from pytest_trtparity.gate import Level
+from pytest_trtparity.checks.closed_loop import run_closed_loop
+from pytest_trtparity.checks.functional import run_functional
+from pytest_trtparity.contract.model import Contract, contract_from_json, load_contract
+from pytest_trtparity.judge.tiers import Level
 from pytest_trtparity.reference.reader import Record, ReferenceReader
 
 from .conftest import SILERO_CONTRACT, SILERO_REF, SUITES

@@ -16,9 +16,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from pytest_trtparity import blocked
-from pytest_trtparity.compare import METRICS, _compare_full, _wanted, compare
-from pytest_trtparity.contract import Tier, Tolerance
+from pytest_trtparity.contract.model import Tier, Tolerance
+from pytest_trtparity.judge import blocked
+from pytest_trtparity.judge.compare import METRICS, _compare_full, _wanted, compare
 
 TOL = Tolerance(chunk=Tier(fail=1.0))
 N = blocked.BLOCK * 3 + 17  # several blocks and a short last one

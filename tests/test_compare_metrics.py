@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from pytest_trtparity.compare import compare
-from pytest_trtparity.contract import Tier, Tolerance
-from pytest_trtparity.gate import Level, fmt_pair, judge, judge_series
+from pytest_trtparity.contract.model import Tier, Tolerance
+from pytest_trtparity.judge.compare import compare
+from pytest_trtparity.judge.tiers import Level, fmt_pair, judge, judge_series
 
 TOL = Tolerance(chunk=Tier(warn=0.1, fail=1.0))
 

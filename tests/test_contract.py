@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pytest_trtparity.contract import contract_from_json, load_contract
+from pytest_trtparity.contract.model import contract_from_json, load_contract
 from pytest_trtparity.errors import ContractError
 
 from .conftest import REPO, SILERO_CONTRACT

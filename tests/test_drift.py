@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from pytest_trtparity import drift
-from pytest_trtparity.closed_loop import judge_drift
-from pytest_trtparity.contract import DriftCriteria, Tier, TrendCriteria
-from pytest_trtparity.gate import Level
+from pytest_trtparity.checks.closed_loop import judge_drift
+from pytest_trtparity.contract.model import DriftCriteria, Tier, TrendCriteria
+from pytest_trtparity.judge import drift
+from pytest_trtparity.judge.tiers import Level
 
 ALPHA = 0.05
 

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from pytest_trtparity.backends.onnxruntime import OnnxRuntimeBackend
-from pytest_trtparity.bindings import engine_problems, record_feeds
-from pytest_trtparity.contract import Contract, load_contract
+from pytest_trtparity.contract.bindings import engine_problems, record_feeds
+from pytest_trtparity.contract.model import Contract, load_contract
 from pytest_trtparity.errors import BindingError
 from pytest_trtparity.reference.reader import Record, ReferenceReader
 
@@ -57,9 +57,9 @@ STATE = {
 FIRST, LATER = 592, 584
 
 needs_closed_loop = pytest.mark.skipif(
-    importlib.util.find_spec("pytest_trtparity.closed_loop") is None
+    importlib.util.find_spec("pytest_trtparity.checks.closed_loop") is None
     or not (SUITES / "test_closed_loop.py").is_file(),
-    reason="closed-loop mode (pytest_trtparity/closed_loop.py, suites/test_closed_loop.py) is not in this checkout",
+    reason="closed-loop mode (pytest_trtparity/checks/closed_loop.py, suites/test_closed_loop.py) is not in this checkout",
 )
 
 

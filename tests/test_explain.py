@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pytest_trtparity.contract import load_contract
+from pytest_trtparity.contract.model import load_contract
 from pytest_trtparity.explain import Diagnosis
 from pytest_trtparity.explain.engines import OnnxTaps
 from pytest_trtparity.explain.graph import prepare_graph

@@ -13,7 +13,7 @@ import pytest
 
 from pytest_trtparity.backends import open_backend
 from pytest_trtparity.backends.base import Backend, BackendInfo, IOInfo
-from pytest_trtparity.contract import Contract, load_contract
+from pytest_trtparity.contract.model import Contract, load_contract
 from pytest_trtparity.faults import (
     Catch,
     Expect,
@@ -29,9 +29,9 @@ from pytest_trtparity.faults import (
     run_catalogue,
     run_fault,
 )
-from pytest_trtparity.gate import Finding, Level
+from pytest_trtparity.judge.results import SuiteResult
+from pytest_trtparity.judge.tiers import Finding, Level
 from pytest_trtparity.reference.reader import Record, ReferenceReader
-from pytest_trtparity.results import SuiteResult
 
 from .conftest import SILERO_CONTRACT, SILERO_REF, SUITES
 from .test_bad_inputs import quick_plots, warm_imports  # noqa: F401 - fixtures used by name
@@ -283,7 +283,7 @@ def test_catalogue_table_lists_every_row(
 ) -> None:
     """run_catalogue end to end on the functional suite alone: the closed-loop-only fault is
     reported as not run (a miss), never as caught."""
-    from pytest_trtparity.functional import run_functional
+    from pytest_trtparity.checks.functional import run_functional
 
     only: dict[str, SuiteRunner] = {"functional": lambda b, c, r: run_functional(b, c, r)}
     seen: list[Catch] = []
@@ -376,7 +376,7 @@ def test_faults_a_short_reference_cannot_hold_are_na(
 
 
 def _accumulator_contract() -> Contract:
-    from pytest_trtparity.contract import contract_from_json
+    from pytest_trtparity.contract.model import contract_from_json
 
     return contract_from_json(
         {

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_trtparity.contract import StatePair
+from pytest_trtparity.contract.model import StatePair
 from pytest_trtparity.errors import BindingError
-from pytest_trtparity.harness import Chunk, record_reference
 from pytest_trtparity.reference import ReferenceReader, ReferenceWriter
+from pytest_trtparity.reference.recording import Chunk, record_reference
 
 from .conftest import REPO, SILERO_REF
 

@@ -18,10 +18,10 @@ from onnx import TensorProto, helper
 
 from pytest_trtparity.backends import open_backend
 from pytest_trtparity.backends.base import Backend
+from pytest_trtparity.checks.functional import run_functional
 from pytest_trtparity.checks.invariance import run_invariance
-from pytest_trtparity.contract import load_contract
-from pytest_trtparity.functional import run_functional
-from pytest_trtparity.gate import Level
+from pytest_trtparity.contract.model import load_contract
+from pytest_trtparity.judge.tiers import Level
 from pytest_trtparity.reference.reader import Record, ReferenceReader
 
 from .conftest import REPO, SILERO_CONTRACT, SILERO_REF
@@ -123,7 +123,7 @@ def test_tier_from_contract_and_repeat(silero_onnx: Path, tmp_path: Path) -> Non
     """A contract tier above the fault's size passes it; non-determinism is reported by size."""
     raw = load_contract(SILERO_CONTRACT).raw
     loose = {**raw, "invariance": {"default": {"warn": 1e-4, "fail": 1e-2}, "batch_sizes": [2]}}
-    from pytest_trtparity.contract import contract_from_json
+    from pytest_trtparity.contract.model import contract_from_json
 
     contract = contract_from_json(loose)
     engine = _open(_edit_state(silero_onnx, tmp_path / "mix.onnx", "mix"))

@@ -18,17 +18,17 @@ import pytest
 
 from pytest_trtparity.backends import open_backend
 from pytest_trtparity.backends.base import Backend, BackendInfo, IOInfo, StepTiming
-from pytest_trtparity.contract import Tier, load_contract
-from pytest_trtparity.gate import Level
-from pytest_trtparity.latency import (
+from pytest_trtparity.checks.latency import (
     LoopTimer,
     carry_map,
     judge_criterion,
     judge_latency,
     run_latency,
 )
+from pytest_trtparity.checks.timing import cv_pct, latency_stats, split_stats, window_stability
+from pytest_trtparity.contract.model import Tier, load_contract
+from pytest_trtparity.judge.tiers import Level
 from pytest_trtparity.reference import ReferenceReader
-from pytest_trtparity.timing import cv_pct, latency_stats, split_stats, window_stability
 
 from .conftest import SILERO_CONTRACT, SILERO_REF
 
@@ -355,7 +355,7 @@ def test_disabled_pytest_benchmark_falls_back_and_says_so(
 
 
 def test_overhead_share_tier_names_its_parts() -> None:
-    from pytest_trtparity.latency import overhead_finding
+    from pytest_trtparity.checks.latency import overhead_finding
 
     overhead = {
         "feeds_ms": 0.01,

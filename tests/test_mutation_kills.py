@@ -14,9 +14,9 @@ import warnings
 import numpy as np
 import pytest
 
-from pytest_trtparity import gate
-from pytest_trtparity.compare import Comparison, _cosine, _percentiles, compare
-from pytest_trtparity.contract import Tier, Tolerance
+from pytest_trtparity.contract.model import Tier, Tolerance
+from pytest_trtparity.judge import tiers as gate
+from pytest_trtparity.judge.compare import Comparison, _cosine, _percentiles, compare
 
 INF = math.inf
 BIG = float(np.finfo(np.float64).max)

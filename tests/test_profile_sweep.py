@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from pytest_trtparity.backends.onnxruntime import OnnxRuntimeBackend
-from pytest_trtparity.contract import load_contract
+from pytest_trtparity.checks.profiles import gather_feeds, run_sweep, sweep_points
+from pytest_trtparity.contract.model import load_contract
 from pytest_trtparity.errors import BackendError
-from pytest_trtparity.profile_sweep import gather_feeds, run_sweep, sweep_points
 from pytest_trtparity.reference.reader import ReferenceReader
 from pytest_trtparity.trt.profiles import plan_profiles
 
@@ -169,7 +169,7 @@ def test_suite_runs_with_trt_onnx_and_skips_without(
 
 def test_inputs_of_one_point_come_from_one_chunk() -> None:
     """A chunk's `length` belongs to its own audio: mixing chunks would fake a failure."""
-    from pytest_trtparity.profile_sweep import SweepPoint
+    from pytest_trtparity.checks.profiles import SweepPoint
     from pytest_trtparity.reference.reader import Record
 
     contract = load_contract(SILERO_CONTRACT)

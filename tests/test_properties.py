@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pytest_trtparity import dtypes
-from pytest_trtparity.compare import compare
-from pytest_trtparity.contract import Tier, Tolerance
-from pytest_trtparity.gate import Level, judge, judge_series, verdict_of
+from pytest_trtparity.contract import dtypes
+from pytest_trtparity.contract.model import Tier, Tolerance
+from pytest_trtparity.judge.compare import compare
+from pytest_trtparity.judge.tiers import Level, judge, judge_series, verdict_of
 from pytest_trtparity.reference.codec import decode_tensor, encode_tensor
 
 CI = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pytest_trtparity import dtypes
+from pytest_trtparity.contract import dtypes
 from pytest_trtparity.errors import ReferenceFormatError
 from pytest_trtparity.reference import ReferenceWriter, encode_tensor, read_records
 from pytest_trtparity.reference.reader import read_header

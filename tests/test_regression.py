@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from pytest_trtparity.contract import load_contract
-from pytest_trtparity.gate import Level
-from pytest_trtparity.judge.regression import (
+from pytest_trtparity.contract.model import load_contract
+from pytest_trtparity.judge.tiers import Level
+from pytest_trtparity.signoff.regression import (
     PreviousRunError,
     compare_runs,
     load_previous,

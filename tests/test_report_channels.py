@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from pytest_trtparity import progress
 from pytest_trtparity.artifacts import channels
 from pytest_trtparity.artifacts.summary import build_summary, ci_name
-from pytest_trtparity.gate import Finding, Level
-from pytest_trtparity.results import SuiteResult
+from pytest_trtparity.judge.results import SuiteResult
+from pytest_trtparity.judge.tiers import Finding, Level
+from pytest_trtparity.util import progress
 
 from .conftest import REPO, SILERO_CONTRACT, SILERO_REF, SUITES
 

@@ -17,16 +17,16 @@ from hypothesis import strategies as st
 
 from pytest_trtparity.backends import open_backend
 from pytest_trtparity.backends.base import Backend
-from pytest_trtparity.closed_loop import run_closed_loop
-from pytest_trtparity.contract import Contract, Tier, load_contract
+from pytest_trtparity.checks.closed_loop import run_closed_loop
+from pytest_trtparity.checks.functional import run_functional
+from pytest_trtparity.contract.model import Contract, Tier, load_contract
 from pytest_trtparity.errors import ConfigError
-from pytest_trtparity.functional import run_functional
-from pytest_trtparity.gate import Level
+from pytest_trtparity.judge.results import SuiteResult
+from pytest_trtparity.judge.tiers import Level
 from pytest_trtparity.reference import ReferenceReader, ReferenceWriter
-from pytest_trtparity.results import SuiteResult
 from pytest_trtparity.session import GateSession
 from pytest_trtparity.settings import resolve_settings
-from pytest_trtparity.sharding import (
+from pytest_trtparity.sharding.parts import (
     Shard,
     ShardPart,
     device_for_worker,

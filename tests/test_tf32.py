@@ -21,8 +21,8 @@ import pytest
 
 from pytest_trtparity.backends import gpu_facts, open_backend
 from pytest_trtparity.backends import onnxruntime as ort_backend
+from pytest_trtparity.backends.factory import backend_options
 from pytest_trtparity.backends.torch_math import apply_tf32, has_precision_api, tf32_in_force
-from pytest_trtparity.engine_factory import backend_options
 from pytest_trtparity.errors import EngineLoadError
 from pytest_trtparity.settings import resolve_settings
 

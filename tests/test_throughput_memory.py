@@ -12,11 +12,11 @@ import pytest
 
 from pytest_trtparity.backends import open_backend
 from pytest_trtparity.backends.onnxruntime import OnnxRuntimeBackend
-from pytest_trtparity.contract import contract_from_json, load_contract
-from pytest_trtparity.gate import Level
-from pytest_trtparity.memory import gpu_index, host_rss, run_memory
+from pytest_trtparity.checks.memory import gpu_index, host_rss, run_memory
+from pytest_trtparity.checks.throughput import batch_dim, batch_sizes, run_throughput, tile
+from pytest_trtparity.contract.model import contract_from_json, load_contract
+from pytest_trtparity.judge.tiers import Level
 from pytest_trtparity.reference import ReferenceReader
-from pytest_trtparity.throughput import batch_dim, batch_sizes, run_throughput, tile
 
 from .conftest import SILERO_CONTRACT, SILERO_REF
 

@@ -12,7 +12,7 @@ import pytest
 
 from pytest_trtparity.backends import open_backend
 from pytest_trtparity.backends.torch import TorchBackend, contract_options, parse_device
-from pytest_trtparity.contract import load_contract
+from pytest_trtparity.contract.model import load_contract
 from pytest_trtparity.errors import (
     BackendError,
     BindingError,
@@ -257,7 +257,7 @@ def test_missing_torch_is_a_clear_error(cell_pt: Path, monkeypatch: pytest.Monke
 
 
 def test_importing_the_backend_does_not_import_torch() -> None:
-    code = "import sys, pytest_trtparity.backends.torch, pytest_trtparity.harness; assert 'torch' not in sys.modules"
+    code = "import sys, pytest_trtparity.backends.torch, pytest_trtparity.reference.recording; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -310,7 +310,7 @@ def silero_jit() -> Path:
     pytest.importorskip(
         "silero_vad", reason="needs the silero-vad package (pip install --no-deps silero-vad)"
     )
-    from pytest_trtparity.paths import package_file
+    from pytest_trtparity.util.paths import package_file
 
     return package_file("pkg:silero_vad/data/silero_vad.jit")
 

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from pytest_trtparity.backends.tensorrt import TensorRTBackend
-from pytest_trtparity.contract import Contract, contract_from_json
+from pytest_trtparity.contract.model import Contract, contract_from_json
 from pytest_trtparity.errors import BackendError, BindingError, EngineLoadError, InvariantViolation
 from pytest_trtparity.trt import cuda
 from pytest_trtparity.trt.compat import report_path

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pytest_trtparity.contract import load_contract
+from pytest_trtparity.contract.model import load_contract
 from pytest_trtparity.errors import ConfigError
 from pytest_trtparity.trt import onnx_files
 from pytest_trtparity.trt.build import BuildOptions, calibration_batches, parse_size, precision_plan

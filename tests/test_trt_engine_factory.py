@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_trtparity.engine_factory import open_engine
+from pytest_trtparity.backends.factory import open_engine
+from pytest_trtparity.checks.profiles import onnx_source
 from pytest_trtparity.errors import ConfigError, MissingDependencyError
-from pytest_trtparity.profile_sweep import onnx_source
 from pytest_trtparity.settings import resolve_settings
 
 from .conftest import SILERO_CONTRACT

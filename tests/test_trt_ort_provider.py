@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import pytest
 
 from pytest_trtparity.backends import onnxruntime as ort_backend
-from pytest_trtparity.engine_factory import backend_options
+from pytest_trtparity.backends.factory import backend_options
 from pytest_trtparity.errors import BackendError
 from pytest_trtparity.settings import resolve_settings
 

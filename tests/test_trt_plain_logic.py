@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pytest_trtparity.contract import contract_from_json
+from pytest_trtparity.contract.model import contract_from_json
 from pytest_trtparity.errors import BindingError, ConfigError, EngineLoadError
 from pytest_trtparity.trt import compat, report, tensors
 from pytest_trtparity.trt.profiles import choose_profile, match_profile_names, plan_profiles

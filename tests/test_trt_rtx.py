@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
+from pytest_trtparity.checks.build import build_suite, check_network
 from pytest_trtparity.cli import main
-from pytest_trtparity.contract import load_contract
+from pytest_trtparity.contract.model import load_contract
 from pytest_trtparity.errors import BuildError, ConfigError
-from pytest_trtparity.paths import package_file
 from pytest_trtparity.trt.build import BuildOptions, build_engine
-from pytest_trtparity.trt.check import build_suite, check_network
+from pytest_trtparity.util.paths import package_file
 
 from .conftest import SILERO_CONTRACT, SILERO_REF
 

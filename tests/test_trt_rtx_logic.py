@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from pytest_trtparity.contract import TensorSpec
+from pytest_trtparity.checks.build import dynamic_problems, profile_problems
+from pytest_trtparity.contract.model import TensorSpec
 from pytest_trtparity.errors import ConfigError, EngineLoadError, ExecutionUnavailable
 from pytest_trtparity.trt import api
 from pytest_trtparity.trt.build import BuildOptions, choose_target, precision_plan
 from pytest_trtparity.trt.cache import cache_key
-from pytest_trtparity.trt.check import dynamic_problems, profile_problems
 from pytest_trtparity.trt.compat import EngineMeta, check_before_load, gpu_refusal
 from pytest_trtparity.trt.cuda import CudaError, DeviceInfo, NoDevice
 from pytest_trtparity.trt.profiles import PlannedProfile

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..results import SuiteResult
+from ..judge.results import SuiteResult
 from . import report
 
 if TYPE_CHECKING:

@@ -38,7 +38,7 @@ def _mode_reason(suite: str, settings: GateSettings, wanted: frozenset[str] | No
 
 
 def _selected(settings: GateSettings) -> frozenset[str] | None:
-    from ..modes import selected_suites
+    from ..checks.modes import selected_suites
 
     try:
         return selected_suites(settings)

@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from ..contract import Contract
-from ..drift import rolling_mean
-from ..gate import Level, verdict_of
-from ..results import SuiteResult
-from .atomic import write_bytes
+from ..contract.model import Contract
+from ..judge.drift import rolling_mean
+from ..judge.results import SuiteResult
+from ..judge.tiers import Level, verdict_of
+from ..util.atomic import write_bytes
 
 PLOTS_DIR = "plots"
 PREFIX = "stability-"

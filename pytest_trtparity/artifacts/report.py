@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_text
+from ..util.atomic import write_text
 
 PASS, WARN, FAIL, NONE = "pass", "warn", "fail", "none"
 MARK = {PASS: "\u2705", WARN: "\u26a0\ufe0f", FAIL: "\u274c", NONE: "\u2796"}

@@ -20,7 +20,7 @@ import os
 import secrets
 from pathlib import Path
 
-from .atomic import write_text
+from ..util.atomic import write_text
 from .plots import PLOTS_DIR, PREFIX
 
 SUMMARY = "summary.json"

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..contract import Contract, Tier
-from ..gate import Level, percentile, verdict_of
-from ..progress import ci_env
-from ..results import SuiteResult
-from .atomic import write_text
+from ..contract.model import Contract, Tier
+from ..judge.results import SuiteResult
+from ..judge.tiers import Level, percentile, verdict_of
+from ..util.atomic import write_text
+from ..util.progress import ci_env
 from .run_folder import new_run_id
 
 SUMMARY_TAG = "trtparity-summary/1"

@@ -7,7 +7,6 @@ TensorRT sees only pointers: if the harness did not check, nothing would.
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import time
 from abc import ABC, abstractmethod
@@ -19,25 +18,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .. import dtypes
+from ..contract import dtypes
+from ..contract.io import DimLike as DimLike
+from ..contract.io import IOInfo as IOInfo
 from ..errors import BindingError, EngineLoadError
-
-DimLike = int | str | None
-
-
-@dataclass(frozen=True)
-class IOInfo:
-    """One engine input or output as the engine itself declares it; dynamic dims are str or None."""
-
-    name: str
-    dtype: str
-    shape: tuple[DimLike, ...]
-
-    def admits(self, shape: tuple[int, ...]) -> bool:
-        return len(shape) == len(self.shape) and all(
-            not isinstance(want, int) or want < 0 or want == got
-            for want, got in zip(self.shape, shape, strict=True)
-        )
 
 
 @dataclass(frozen=True)
@@ -92,14 +76,6 @@ def host_cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_engine_file(path: Path) -> bytes:

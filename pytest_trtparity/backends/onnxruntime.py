@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import dtypes
+from ..contract import dtypes
 from ..errors import BackendError, EngineLoadError, MissingDependencyError
-from .base import Backend, BackendInfo, IOInfo, file_sha256, host_cpu_name, read_engine_file
+from ..util.hashing import file_sha256
+from .base import Backend, BackendInfo, IOInfo, host_cpu_name, read_engine_file
 from .gpu_facts import cublas_version, cudnn_version, gpu_clocks, visible_index
 
 PROVIDERS = {

@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from ..bindings import engine_problems
-from ..contract import Contract
+from ..contract.bindings import engine_problems
+from ..contract.invariants import violation
+from ..contract.model import Contract
 from ..errors import (
     BackendError,
     BindingError,
@@ -36,7 +37,6 @@ from ..errors import (
     InvariantViolation,
     MissingDependencyError,
 )
-from ..invariants import violation
 from ..trt import api, compat, cuda
 from ..trt.profiles import Range, choose_profile, match_profile_names, plan_profiles
 from ..trt.tensors import TensorDesc, from_device_layout, nbytes, to_device_layout

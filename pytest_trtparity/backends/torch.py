@@ -24,14 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import dtypes
+from ..contract import dtypes
 from ..errors import BackendError, BindingError, EngineLoadError, MissingDependencyError
-from .base import Backend, BackendInfo, DimLike, IOInfo, StepTiming, file_sha256, host_cpu_name
+from ..util.hashing import file_sha256
+from .base import Backend, BackendInfo, DimLike, IOInfo, StepTiming, host_cpu_name
 from .gpu_facts import cublas_version, format_cudnn, gpu_clocks, nvml_uuid
 from .torch_math import apply_tf32, tf32_in_force
 
 if TYPE_CHECKING:
-    from ..contract import Contract
+    from ..contract.model import Contract
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".jit")
 EXPORT_SUFFIXES = (".pt2",)

@@ -31,12 +31,12 @@ from typing import Any
 import numpy as np
 
 from ..backends.base import Backend
-from ..bindings import record_feeds
-from ..contract import Contract, Tier
+from ..contract.bindings import record_feeds
+from ..contract.model import Contract, Tier
 from ..errors import TrtParityError
-from ..gate import Finding, Level, judge
+from ..judge.results import SuiteResult, chunk_label
+from ..judge.tiers import Finding, Level, judge
 from ..reference.reader import Record
-from ..results import SuiteResult, chunk_label
 
 SUITE = "invariance"
 EXACT = Tier(fail=0.0)

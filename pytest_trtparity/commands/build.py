@@ -118,7 +118,7 @@ def register(sub: Any) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from ..contract import load_contract
+    from ..contract.model import load_contract
     from ..trt.build import BuildOptions, build_engine, parse_size, summary_line
 
     options = BuildOptions(

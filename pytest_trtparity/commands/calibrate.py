@@ -40,12 +40,12 @@ def add_parser(verbs: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..artifacts.atomic import write_text
     from ..backends import open_backend
-    from ..contract import load_contract
-    from ..judge.calibration import RULE, calibrate
-    from ..paths import resolve
+    from ..contract.model import load_contract
     from ..reference.reader import ReferenceReader
+    from ..signoff.calibration import RULE, calibrate
+    from ..util.atomic import write_text
+    from ..util.paths import resolve
 
     if args.output.exists() and not args.force:
         raise ConfigError(f"{args.output}: exists (use --force to overwrite)")

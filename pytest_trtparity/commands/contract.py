@@ -36,16 +36,32 @@ def register(sub: Any) -> None:
     check.set_defaults(func=_check)
 
 
-def _init(args: argparse.Namespace) -> int:
-    from ..contract_init import write_starter
+def write_starter(
+    onnx_path: Path, out: Path, *, model: str | None = None, force: bool = False
+) -> Path:
+    """Read the ONNX model's I/O through ONNX Runtime and write its starter contract to `out`."""
+    import json
 
+    from ..backends.onnxruntime import OnnxRuntimeBackend
+    from ..contract.starter import starter_contract
+    from ..errors import ConfigError
+    from ..util.atomic import write_text
+
+    if out.exists() and not force:
+        raise ConfigError(f"{out}: already exists (pass --force to overwrite)")
+    with OnnxRuntimeBackend(onnx_path) as backend:
+        contract = starter_contract(onnx_path, backend.inputs, backend.outputs, model=model)
+    return write_text(out, json.dumps(contract, indent=2) + "\n")
+
+
+def _init(args: argparse.Namespace) -> int:
     path = write_starter(args.onnx, args.output, model=args.model, force=args.force)
     print(f"wrote {path}")
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
-    from ..contract import load_contract
+    from ..contract.model import load_contract
 
     contract = load_contract(args.contract)
     print(f"{args.contract}: valid contract for {contract.model!r}")
@@ -64,7 +80,7 @@ def _check(args: argparse.Namespace) -> int:
     if args.builder:
         return _check_parsed(args.onnx, contract, args.builder)
     from ..backends.onnxruntime import OnnxRuntimeBackend
-    from ..bindings import engine_problems
+    from ..contract.bindings import engine_problems
 
     with OnnxRuntimeBackend(args.onnx) as backend:
         problems = list(engine_problems(contract, backend.inputs, backend.outputs))
@@ -76,7 +92,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _check_parsed(onnx: Path, contract: Any, builder: str) -> int:
-    from ..trt.check import check_network
+    from ..checks.build import check_network
 
     result = check_network(onnx, contract, builder)
     network = result.network

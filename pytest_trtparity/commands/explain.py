@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from ..contract import Contract
+    from ..contract.model import Contract
     from ..explain.diagnosis import Diagnosis
     from ..reference.reader import Record
 
@@ -84,9 +84,9 @@ def parse_chunk(text: str) -> tuple[str, int]:
 def run(args: argparse.Namespace) -> int:
     import onnx
 
-    from ..contract import load_contract
+    from ..contract.model import load_contract
     from ..errors import ConfigError
-    from ..paths import resolve
+    from ..util.paths import resolve
 
     cwd = Path.cwd()
     engine, source, contract_path, ref = (
@@ -143,7 +143,7 @@ def _replay(
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The feeds the engine sees on the last record, and its outputs there."""
     from ..backends import open_backend
-    from ..bindings import record_feeds
+    from ..contract.bindings import record_feeds
 
     backend = open_backend(engine, "onnxruntime").load()
     try:
@@ -201,7 +201,7 @@ def _explain(
 ) -> Diagnosis:
     from ..explain.engines import OnnxTaps
     from ..explain.run import Chunk, explain_chunk, onnx_probes
-    from ..results import chunk_label
+    from ..judge.results import chunk_label
 
     chunk = Chunk(
         chunk_label(record.stream, record.chunk_index),
@@ -223,9 +223,9 @@ def _explain(
 
 
 def _emit(diagnoses: list[Diagnosis], args: argparse.Namespace) -> int:
-    from ..artifacts.atomic import write_text
     from ..explain.plot import plot_layers
     from ..explain.render import render_line
+    from ..util.atomic import write_text
 
     for d in diagnoses:
         print(render_line(d))

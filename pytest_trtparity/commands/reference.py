@@ -21,8 +21,8 @@ def register(sub: Any) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from ..bindings import check_tensor, record_outputs_problems
-    from ..contract import load_contract
+    from ..contract.bindings import check_tensor, record_outputs_problems
+    from ..contract.model import load_contract
     from ..reference.reader import ReferenceReader
 
     contract = load_contract(args.contract) if args.contract else None

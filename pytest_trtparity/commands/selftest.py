@@ -119,10 +119,10 @@ def _select(faults: list[Fault], only: Sequence[str], skip: Sequence[str]) -> li
 
 def _selftest(args: argparse.Namespace) -> int:
     from ..backends import open_backend
-    from ..contract import load_contract
+    from ..contract.model import load_contract
     from ..errors import ConfigError
     from ..faults import default_runners, format_table, run_catalogue
-    from ..paths import resolve
+    from ..util.paths import resolve
 
     cwd = Path.cwd()
     engine, contract_path, ref = (
@@ -185,7 +185,7 @@ def _verdict(rows: Sequence[Catch]) -> int:
 
 
 def _write_json(path: Path, rows: Sequence[Catch]) -> None:
-    from ..artifacts.atomic import write_text
+    from ..util.atomic import write_text
 
     body = [
         {

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..contract import Contract, Invariant
+from ..contract.model import Contract, Invariant
 from ..errors import BackendError
-from ..gate import Level
+from ..judge.results import SuiteResult, chunk_label
+from ..judge.tiers import Level
 from ..reference.reader import Record
-from ..results import SuiteResult, chunk_label
 from .model import BIAS_METRICS, DRIFT_CRITERIA, Expect, Fault, Outputs, Step, Transform
 
 # -- what the catalogue needs to know about the model ----------------------------------------------

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backends.base import Backend, BackendInfo, IOInfo
-from ..gate import Finding, Level
+from ..judge.tiers import Finding, Level
 
 #: The closed-loop suite's bound, mean and growth criteria ("closed-loop max of max_abs", ...).
 DRIFT_CRITERIA = "closed-loop *"

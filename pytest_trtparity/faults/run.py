@@ -6,10 +6,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..backends.base import Backend
-from ..contract import Contract
-from ..gate import Finding, Level
+from ..contract.model import Contract
+from ..judge.results import SuiteResult
+from ..judge.tiers import Finding, Level
 from ..reference.reader import Record
-from ..results import SuiteResult
 from .catalogue import LATENCY_KEYS, ReferenceStats, catalogue
 from .model import Fault, FaultyBackend
 
@@ -178,19 +178,19 @@ def default_runners(
     """The suites available in this installation: functional always; closed loop when the contract
     has state; latency when asked for and the contract sets a latency tier, timed over `iterations`
     steps after `warmup` (None: the contract's numbers)."""
-    from ..functional import run_functional
+    from ..checks.functional import run_functional
 
     runners: dict[str, SuiteRunner] = {"functional": lambda b, c, r: run_functional(b, c, r)}
     if contract.state:
         try:
-            from ..closed_loop import run_closed_loop
+            from ..checks.closed_loop import run_closed_loop
         except ImportError:
             pass
         else:
             runners["closed_loop"] = lambda b, c, r: run_closed_loop(b, c, r)
     if latency and any(key in contract.latency for key in LATENCY_KEYS):
         try:
-            from ..latency import run_latency
+            from ..checks.latency import run_latency
         except ImportError:
             pass
         else:

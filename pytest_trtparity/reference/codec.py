@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import dtypes
+from ..contract import dtypes
 from ..errors import ReferenceFormatError
 
 _PAYLOAD_KEYS = ("b64", "values", "npy")

@@ -31,8 +31,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Protocol
 
-from .. import strictjson
 from ..errors import ReferenceFormatError
+from ..util import strictjson
 from .codec import Base64Span, FastPathMiss
 
 _MARK = b'"b64":'

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..artifacts.atomic import write_text
 from ..errors import ConfigError, ReferenceFormatError
+from ..util.atomic import write_text
 
 INDEX_FORMAT = "trtparity-index/1"
 SUFFIX = ".idx.json"

@@ -20,8 +20,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from .. import strictjson
 from ..errors import ReferenceFormatError
+from ..util import strictjson
 from . import index as _index
 from .codec import FastPathMiss, decode_tensor
 from .fastpath import (

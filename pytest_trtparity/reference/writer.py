@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from ..artifacts.atomic import default_mode
+from ..util.atomic import default_mode
 from .codec import encode_tensor
 from .reader import DEFAULT_STREAM, FORMAT_TAG
 

@@ -21,13 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import (
-    BackendError,
-    BuildError,
-    ConfigError,
-    EngineLoadError,
-    MissingDependencyError,
-)
+from ..errors import BackendError, BuildError, ConfigError, EngineLoadError, MissingDependencyError
 from . import cuda
 from .profiles import Range
 from .report import NetworkDescription, NetworkLayer, NetworkTensor

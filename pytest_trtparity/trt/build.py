@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts.atomic import write_bytes
-from ..backends.base import file_sha256
-from ..contract import Contract
+from ..contract.model import Contract
 from ..errors import ConfigError, TrtParityError
+from ..util.atomic import write_bytes
+from ..util.hashing import file_sha256
 from . import onnx_files
 from .api import FLAVOURS, PRECISION_FLAGS
 from .cache import EngineCache, cache_key, default_cache_dir

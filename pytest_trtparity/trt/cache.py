@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..artifacts.atomic import write_bytes
+from ..util.atomic import write_bytes
 from .compat import report_path
 
 KEY_VERSION = 2

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ..contract import Contract, Profile, ProfileShape
+from ..contract.model import Contract, Profile, ProfileShape
 from ..errors import BindingError, ConfigError
 
 Point = Literal["min", "opt", "max"]

@@ -14,7 +14,7 @@ from typing import Final, Literal
 
 import numpy as np
 
-from .. import dtypes
+from ..contract import dtypes
 from ..errors import EngineLoadError
 
 #: TensorRT DataType member names -> contract dtype names.

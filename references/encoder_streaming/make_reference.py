@@ -6,7 +6,7 @@
 
 One stream, run exactly as a deployment runs it: the first chunk has 592 frames, every later one
 584; each chunk's caches are the previous chunk's cache outputs, so the records hold the closed-loop
-trajectory of the PyTorch model. The loop is `pytest_trtparity.harness.record_reference`, fed the
+trajectory of the PyTorch model. The loop is `pytest_trtparity.reference.recording.record_reference`, fed the
 state pairs of contracts/encoder_streaming_small.contract.json, so the references and the gate
 agree on which output feeds which input. A record holds the chunk's five inputs and five outputs.
 The mel features are seeded Gaussian noise around per-band levels that wander slowly from chunk to
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pytest_trtparity.contract import load_contract
-from pytest_trtparity.harness import Chunk, record_reference
+from pytest_trtparity.contract.model import load_contract
 from pytest_trtparity.reference import ReferenceWriter
+from pytest_trtparity.reference.recording import Chunk, record_reference
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_trtparity.contract import load_contract
+from pytest_trtparity.contract.model import load_contract
 from pytest_trtparity.errors import MissingDependencyError
-from pytest_trtparity.paths import package_file
 from pytest_trtparity.trt import api, compat, cuda
 from pytest_trtparity.trt.build import BuildOptions, build_engine
+from pytest_trtparity.util.paths import package_file
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = ROOT / "contracts" / "silero_vad.contract.json"

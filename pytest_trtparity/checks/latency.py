@@ -24,15 +24,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .backends.base import Backend, StepTiming
-from .bindings import record_feeds
-from .compare import compare
-from .contract import Contract, Tier
-from .errors import BackendError, TrtParityError
-from .gate import Finding, Level, fmt_pair, judge
-from .reference.reader import Record
-from .results import SuiteResult
-from .settings import GateSettings
+from ..backends.base import Backend, StepTiming
+from ..contract.bindings import record_feeds
+from ..contract.model import Contract, Tier
+from ..errors import BackendError, TrtParityError
+from ..judge.compare import compare
+from ..judge.results import SuiteResult
+from ..judge.tiers import Finding, Level, fmt_pair, judge
+from ..reference.reader import Record
+from ..settings import GateSettings
 from .timing import (
     CV_WARN_PCT,
     MIN_WINDOW_SAMPLES,

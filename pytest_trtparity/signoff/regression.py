@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..contract import Contract, Tier
+from ..contract.model import Contract, Tier
 from ..errors import ConfigError
-from ..gate import Finding, Level, judge
-from ..results import SuiteResult
+from ..judge.results import SuiteResult
+from ..judge.tiers import Finding, Level, judge
 
 SUITE = "regression"
 SUMMARY_TAG = "trtparity-summary/1"

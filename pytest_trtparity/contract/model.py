@@ -15,8 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from . import strictjson
-from .errors import ContractError
+from ..errors import ContractError
+from ..util import strictjson
 
 Dim = int | str
 Shape = tuple[Dim, ...]

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import blocked, dtypes
-from .contract import Tolerance
+from ..contract import dtypes
+from ..contract.model import Tolerance
+from . import blocked
 
 METRICS = (
     "max_abs",

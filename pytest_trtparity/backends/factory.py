@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .backends import backend_name_for, open_backend
-from .backends.base import Backend
-from .errors import ConfigError
-from .settings import GateSettings
+from ..errors import ConfigError
+from ..settings import GateSettings
+from . import backend_name_for, open_backend
+from .base import Backend
 
 ORT_TRT_CACHE = "ort-tensorrt"
 
@@ -21,7 +21,7 @@ ORT_TRT_CACHE = "ort-tensorrt"
 def _contract(settings: GateSettings) -> Any:
     if settings.contract is None:
         return None
-    from .contract import load_contract
+    from ..contract.model import load_contract
 
     return load_contract(settings.contract)
 
@@ -30,7 +30,7 @@ def build_on_demand(
     settings: GateSettings, onnx: Path, contract: Any, builder: str = "tensorrt"
 ) -> Path:
     """The plan for `onnx` under the contract's profiles, from the engine cache or freshly built."""
-    from .trt.build import BuildOptions, build_engine
+    from ..trt.build import BuildOptions, build_engine
 
     if contract is None:
         raise ConfigError(
@@ -57,7 +57,7 @@ def backend_options(settings: GateSettings, backend: str) -> dict[str, Any]:
         "tf32": settings.tf32,
     }
     if backend == "onnxruntime" and settings.provider == "tensorrt":
-        from .trt.cache import default_cache_dir
+        from ..trt.cache import default_cache_dir
 
         options["trt_cache_dir"] = (settings.cache_dir or default_cache_dir()) / ORT_TRT_CACHE
         options["precision"] = settings.precision
@@ -75,7 +75,7 @@ def open_engine(settings: GateSettings) -> Backend:
             engine = build_on_demand(settings, engine, contract, builder=name)
         options.update(contract=contract, cuda_graphs=settings.cuda_graphs)
     if name == "torch":
-        from .backends.torch import gate_options
+        from .torch import gate_options
 
         options.update(
             gate_options(

@@ -7,15 +7,14 @@ user loosens them with a reason, which is the conversation a contract exists to 
 
 from __future__ import annotations
 
-import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from . import dtypes
-from .artifacts.atomic import write_text
-from .backends.onnxruntime import OnnxRuntimeBackend
-from .contract import SCHEMA_ID, contract_from_json
+from .io import IOInfo
+from .model import SCHEMA_ID, contract_from_json
 
 #: (warn, fail) on the per-chunk max_abs error, by output dtype.
 DEFAULT_TIERS: dict[str, tuple[float, float]] = {
@@ -80,16 +79,21 @@ def guess_state_pairs(
     return pairs
 
 
-def starter_contract(onnx_path: Path, *, model: str | None = None) -> dict[str, Any]:
-    with OnnxRuntimeBackend(onnx_path) as backend:
-        inputs: list[dict[str, Any]] = [
-            {"name": i.name, "dtype": i.dtype, "shape": _shape(i.name, i.shape)}
-            for i in backend.inputs
-        ]
-        outputs: list[dict[str, Any]] = [
-            {"name": o.name, "dtype": o.dtype, "shape": _shape(o.name, o.shape)}
-            for o in backend.outputs
-        ]
+def starter_contract(
+    onnx_path: Path,
+    engine_inputs: Sequence[IOInfo],
+    engine_outputs: Sequence[IOInfo],
+    *,
+    model: str | None = None,
+) -> dict[str, Any]:
+    """A valid starter contract for a model whose I/O an engine declared (the caller loads it, so
+    the contract package never reaches up into the backends)."""
+    inputs: list[dict[str, Any]] = [
+        {"name": i.name, "dtype": i.dtype, "shape": _shape(i.name, i.shape)} for i in engine_inputs
+    ]
+    outputs: list[dict[str, Any]] = [
+        {"name": o.name, "dtype": o.dtype, "shape": _shape(o.name, o.shape)} for o in engine_outputs
+    ]
     contract: dict[str, Any] = {
         "$schema": SCHEMA_ID,  # the packaged schema; a relative path would not exist beside the user's file
         "trtparity": "contract/1",
@@ -111,14 +115,3 @@ def starter_contract(onnx_path: Path, *, model: str | None = None) -> dict[str, 
         contract
     )  # a starter that fails its own schema would be a bug: fail loudly here
     return contract
-
-
-def write_starter(
-    onnx_path: Path, out: Path, *, model: str | None = None, force: bool = False
-) -> Path:
-    from .errors import ConfigError
-
-    if out.exists() and not force:
-        raise ConfigError(f"{out}: already exists (pass --force to overwrite)")
-    contract = starter_contract(onnx_path, model=model)
-    return write_text(out, json.dumps(contract, indent=2) + "\n")

@@ -17,17 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from .backends import backend_name_for, open_backend
-from .backends.base import Backend, BackendInfo
-from .bindings import record_feeds
-from .compare import compare
-from .contract import Contract, Tier
-from .errors import TrtParityError
-from .gate import Finding, Level, fmt_pair, judge, percentile
+from ..backends import backend_name_for, open_backend
+from ..backends.base import Backend, BackendInfo
+from ..contract.bindings import record_feeds
+from ..contract.model import Contract, Tier
+from ..errors import TrtParityError
+from ..judge.compare import compare
+from ..judge.results import SuiteResult, chunk_label
+from ..judge.tiers import Finding, Level, fmt_pair, judge, percentile
+from ..reference.reader import Record
+from ..settings import GateSettings
 from .memory import DeviceMemoryProbe
-from .reference.reader import Record
-from .results import SuiteResult, chunk_label
-from .settings import GateSettings
 from .timing import LatencyStats, fmt_bytes, fmt_ms, latency_stats
 
 SUITE = "baseline"
@@ -46,7 +46,7 @@ def open_baseline(settings: GateSettings, contract: Contract | None) -> Backend:
         "tf32": settings.tf32,
     }
     if name == "torch":
-        from .backends.torch import gate_options
+        from ..backends.torch import gate_options
 
         options.update(
             gate_options(contract, entry=settings.torch_entry, device=settings.torch_device)

@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from .contract import Contract
-from .gate import percentile
-from .reference.reader import Record
-from .results import SuiteResult
+from ..contract.model import Contract
+from ..judge.results import SuiteResult
+from ..judge.tiers import percentile
+from ..reference.reader import Record
 
 
 class ChunkChecker:

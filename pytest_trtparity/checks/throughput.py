@@ -15,15 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from .backends.base import Backend
-from .bindings import record_feeds
-from .compare import compare
-from .contract import Contract
-from .errors import TrtParityError
-from .gate import Finding, Level, tier_finding
+from ..backends.base import Backend
+from ..contract.bindings import record_feeds
+from ..contract.model import Contract
+from ..errors import TrtParityError
+from ..judge.compare import compare
+from ..judge.results import SuiteResult
+from ..judge.tiers import Finding, Level, tier_finding
+from ..reference.reader import Record
 from .latency import prepare_chunks
-from .reference.reader import Record
-from .results import SuiteResult
 from .timing import fmt_ms, latency_stats
 
 SUITE = "throughput"

@@ -17,15 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from . import drift
-from .backends.base import Backend
-from .checking import ChunkChecker
-from .contract import Contract, DriftCriteria, StatePair, Tier
-from .errors import BindingError, TrtParityError
+from ..backends.base import Backend
+from ..contract.model import Contract, DriftCriteria, StatePair, Tier
+from ..errors import BindingError, TrtParityError
+from ..judge import drift
+from ..judge.results import SuiteResult
+from ..judge.tiers import Finding, Level, describe, judge, judge_series, tier_finding
+from ..reference.reader import Record
 from .functional import ChunkCallback, prefetched, run_chunk, run_step
-from .gate import Finding, Level, describe, judge, judge_series, tier_finding
-from .reference.reader import Record
-from .results import SuiteResult
+from .loop import ChunkChecker
 
 SUITE = "closed_loop"
 

@@ -28,8 +28,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .contract import StatePair
-from .errors import BindingError
+from ..contract.model import StatePair
+from ..errors import BindingError
 
 #: A step: the model's inputs by name -> its outputs by name.
 StepFn = Callable[[Mapping[str, Any]], Mapping[str, Any]]

@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .backends.base import StepTiming
+from ..backends.base import StepTiming
 
 PERCENTILES = (50, 90, 95, 99)
 STABILITY_WINDOWS = 3

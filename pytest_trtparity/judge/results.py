@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .gate import Finding, Level, verdict_of
+from .tiers import Finding, Level, verdict_of
 
 
 def chunk_label(stream: str, chunk_index: int) -> str:

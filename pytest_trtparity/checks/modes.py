@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .settings import GateSettings
+from ..settings import GateSettings
 
 ALWAYS = frozenset({"contract", "latency", "baseline", "profiles", "throughput", "memory", "build"})
 
@@ -39,7 +39,7 @@ def selected_suites(settings: GateSettings) -> frozenset[str] | None:
     if settings.contract is None:
         return None
     try:
-        from .contract import load_contract
+        from ..contract.model import load_contract
 
         has_state = bool(load_contract(settings.contract).state)
     except Exception:  # the contract fixture reports the real error with file and field

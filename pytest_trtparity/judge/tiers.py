@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .contract import Tier, Tolerance
+from ..contract.model import Tier, Tolerance
 
 
 class Level(IntEnum):

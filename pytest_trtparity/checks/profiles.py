@@ -16,17 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from . import dtypes
-from .backends.base import Backend
-from .compare import compare
-from .contract import Contract, TensorSpec
-from .errors import ConfigError, TrtParityError
-from .gate import Finding, Level, judge_series
-from .invariants import violation
-from .reference.reader import Record
-from .results import SuiteResult
-from .settings import GateSettings
-from .trt.profiles import POINTS, PlannedProfile, Point, plan_profiles
+from ..backends.base import Backend
+from ..contract import dtypes
+from ..contract.invariants import violation
+from ..contract.model import Contract, TensorSpec
+from ..errors import ConfigError, TrtParityError
+from ..judge.compare import compare
+from ..judge.results import SuiteResult
+from ..judge.tiers import Finding, Level, judge_series
+from ..reference.reader import Record
+from ..settings import GateSettings
+from ..trt.profiles import POINTS, PlannedProfile, Point, plan_profiles
 
 SUITE = "profiles"
 #: Reference records scanned for chunks of a corner's shapes before falling back to value ranges.

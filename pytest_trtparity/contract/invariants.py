@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .contract import Invariant
+from .model import Invariant
 
 
 def violation(inv: Invariant, value: np.ndarray) -> str | None:

@@ -10,7 +10,7 @@ from typing import Final
 
 import numpy as np
 
-from .errors import TrtParityError
+from ..errors import TrtParityError
 
 #: dtype name -> numpy dtype of the bytes on the wire (little-endian).
 WIRE_DTYPES: Final[dict[str, np.dtype[np.generic]]] = {

@@ -11,12 +11,10 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from ..errors import BindingError
 from . import dtypes
-from .backends.base import IOInfo
-from .contract import Contract, TensorSpec
-from .errors import BindingError
-from .gate import Finding, Level
-from .results import SuiteResult
+from .io import IOInfo
+from .model import Contract, TensorSpec
 
 
 def engine_problems(
@@ -117,30 +115,3 @@ def record_outputs_problems(
     dims: dict[str, int] = {}
     for spec in contract.outputs:
         check_tensor(spec, record_outputs[spec.name], dims, where, "outputs")
-
-
-def contract_suite(
-    contract: Contract, inputs: Sequence[IOInfo], outputs: Sequence[IOInfo]
-) -> SuiteResult:
-    """The contract suite's result: one fail-level finding per disagreement between engine and contract."""
-    result = SuiteResult(suite="contract", complete=True)
-    for problem in engine_problems(contract, inputs, outputs):
-        name = problem.split("'")[1] if "'" in problem else "*"
-        result.findings.append(
-            Finding(
-                Level.FAIL,
-                "contract",
-                name,
-                "binding",
-                f"engine does not match {contract.where}: {problem}",
-            )
-        )
-    result.extra = {
-        "engine_inputs": [
-            {"name": i.name, "dtype": i.dtype, "shape": list(i.shape)} for i in inputs
-        ],
-        "engine_outputs": [
-            {"name": o.name, "dtype": o.dtype, "shape": list(o.shape)} for o in outputs
-        ],
-    }
-    return result

@@ -20,13 +20,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .contract import Contract, Tier
-from .errors import ConfigError, TrtParityError
-from .gate import Finding, tier_finding
-from .results import OutputSeries, SuiteResult, chunk_label
+from ..contract.model import Contract, Tier
+from ..errors import ConfigError, TrtParityError
+from ..judge.results import OutputSeries, SuiteResult, chunk_label
+from ..judge.tiers import Finding, tier_finding
 
 if TYPE_CHECKING:
-    from .reference.reader import Record, ReferenceReader
+    from ..reference.reader import Record, ReferenceReader
 
 Key = tuple[str, int]
 
@@ -158,13 +158,13 @@ Judge = Callable[[SuiteResult, Contract], None]
 
 
 def _judge_functional(result: SuiteResult, contract: Contract) -> None:
-    from .functional import judge_result
+    from ..checks.functional import judge_result
 
     judge_result(result, contract, suite=result.suite)
 
 
 def _judge_closed_loop(result: SuiteResult, contract: Contract) -> None:
-    from .closed_loop import judge_closed_loop
+    from ..checks.closed_loop import judge_closed_loop
 
     judge_closed_loop(result, contract)
 

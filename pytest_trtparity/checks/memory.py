@@ -15,13 +15,13 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .backends.base import Backend
-from .bindings import record_feeds
-from .contract import Contract, Tier
-from .errors import TrtParityError
-from .gate import Finding, Level, judge
-from .reference.reader import Record
-from .results import SuiteResult
+from ..backends.base import Backend
+from ..contract.bindings import record_feeds
+from ..contract.model import Contract, Tier
+from ..errors import TrtParityError
+from ..judge.results import SuiteResult
+from ..judge.tiers import Finding, Level, judge
+from ..reference.reader import Record
 from .timing import fmt_bytes
 
 SUITE = "memory"

@@ -13,18 +13,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backends.base import Backend, IOInfo
-from .bindings import record_feeds, record_outputs_problems
-from .compare import compare
-from .contract import Contract
-from .errors import BackendError, TrtParityError
-from .gate import Finding, Level, judge_series
-from .invariants import violation
-from .reference.reader import Record
-from .results import SuiteResult, chunk_label
+from ..backends.base import Backend, IOInfo
+from ..contract.bindings import record_feeds, record_outputs_problems
+from ..contract.invariants import violation
+from ..contract.model import Contract
+from ..errors import BackendError, TrtParityError
+from ..judge.compare import compare
+from ..judge.results import SuiteResult, chunk_label
+from ..judge.tiers import Finding, Level, judge_series
+from ..reference.reader import Record
 
 if TYPE_CHECKING:
-    from .checking import ChunkChecker
+    from .loop import ChunkChecker
 
 #: Per-chunk problems listed in full before they are only counted.
 MAX_LISTED = 20
@@ -226,7 +226,7 @@ def run_functional(
     """Run every record through the engine. A reader or binding error ends the run with what was
     gathered so far kept in the result (`complete` False, `error` set): nothing measured is lost,
     and an incomplete result is never a pass."""
-    from .checking import ChunkChecker
+    from .loop import ChunkChecker
 
     result = SuiteResult(suite=suite)
     engine_inputs = backend.inputs

@@ -26,15 +26,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..backends.base import Backend
-from ..closed_loop import run_closed_loop
-from ..contract import Contract, Tier, contract_from_json
+from ..checks.closed_loop import run_closed_loop
+from ..checks.functional import run_functional
+from ..contract.model import Contract, Tier, contract_from_json
 from ..errors import ConfigError
 from ..faults import default_runners, run_catalogue
 from ..faults.run import Catch
-from ..functional import run_functional
-from ..gate import percentile
+from ..judge.results import SuiteResult
+from ..judge.tiers import percentile
 from ..reference.reader import Record
-from ..results import SuiteResult
 
 FAIL_HEADROOM = 10.0
 WARN_HEADROOM = 3.0

@@ -15,16 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..backends.base import IOInfo
-from ..bindings import engine_problems
-from ..contract import Contract, TensorSpec, Tier
+from ..contract.bindings import engine_problems
+from ..contract.io import IOInfo
+from ..contract.model import Contract, TensorSpec, Tier
 from ..errors import BuildError, ConfigError, TrtParityError
-from ..gate import Finding, Level
-from ..results import SuiteResult
-from . import onnx_files
-from .profiles import PlannedProfile, plan_profiles
-from .report import NetworkDescription, NetworkTensor, network_json
-from .tensors import dims_of, dtype_name
+from ..judge.results import SuiteResult
+from ..judge.tiers import Finding, Level
+from ..trt import onnx_files
+from ..trt.profiles import PlannedProfile, plan_profiles
+from ..trt.report import NetworkDescription, NetworkTensor, network_json
+from ..trt.tensors import dims_of, dtype_name
 
 SUITE = "build"
 #: The checklist's engine-size limit, used when the contract's memory.engine_bytes sets none.
@@ -99,7 +99,7 @@ def check_network(onnx: Path, contract: Contract, flavour: str) -> NetworkCheck:
 
     Raises MissingDependencyError when the builder is not installed, BuildError when the parser fails.
     """
-    from . import api
+    from ..trt import api
 
     if not onnx.is_file():
         raise ConfigError(f"{onnx}: ONNX file not found")
@@ -151,8 +151,8 @@ def build_suite(
     """The gate's `build` check: the contract against the parsed network, the build, and the plan's
     size against the contract's budget. MissingDependencyError (no builder) propagates: the suite
     skips naming why; everything else TensorRT refuses is a fail-level finding in one sentence."""
-    from ..memory import bytes_finding
-    from .build import build_engine
+    from ..trt.build import build_engine
+    from .memory import bytes_finding
 
     result = SuiteResult(suite=SUITE)
     try:

@@ -1,0 +1,1 @@
+"""Splitting a check over processes or machines and merging the parts into one verdict."""
