@@ -1,4 +1,4 @@
-"""`trtparity contract init|check`.
+"""`trtparity contract init|check|calibrate`.
 
 `check --onnx M.onnx` compares the contract with the model as ONNX Runtime reads it; adding
 `--builder tensorrt|tensorrt-rtx` compares it with the network TensorRT's own parser makes of the
@@ -34,6 +34,9 @@ def register(sub: Any) -> None:
         help="check --onnx as this TensorRT builder parses it (no GPU needed), not ONNX Runtime",
     )
     check.set_defaults(func=_check)
+    from . import calibrate  # `contract calibrate`: tiers from accepted engines' measured noise
+
+    calibrate.add_parser(verbs)
 
 
 def write_starter(
