@@ -69,7 +69,7 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from .checks.modes import SUITES
+    from .checks.registry import SUITES
 
     config.addinivalue_line("markers", f"{MARKER}(suite): a gating suite of pytest-trtparity")
     for suite in SUITES:
@@ -91,7 +91,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _register_suite_marker(config: pytest.Config, suite: str) -> None:
-    from .checks.modes import suite_marker
+    from .checks.registry import suite_marker
 
     config.addinivalue_line(
         "markers",
@@ -116,7 +116,7 @@ def pytest_itemcollected(item: pytest.Item) -> None:
     copies of the suites can be deselected one suite at a time too, and count what was collected
     before any deselection: the bundled suites join only a run that found no gating test."""
     from .bundled import count
-    from .checks.modes import suite_marker
+    from .checks.registry import suite_marker
 
     found = count(item.config)
     found.items += 1
@@ -155,7 +155,7 @@ def start_gate(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    from .checks.modes import selected_suites
+    from .checks.registry import selected_suites
 
     gate = gate_session(config)
     wanted = selected_suites(gate.settings)

@@ -199,7 +199,7 @@ def test_8_one_outlier_in_a_million_fails() -> None:
 
 
 def test_9_a_missing_output_fails_and_never_counts_as_compared(tmp_path: Path) -> None:
-    from pytest_trtparity.checks.functional import check_chunk
+    from pytest_trtparity.checks.loop import check_chunk
     from pytest_trtparity.contract.model import contract_from_json
     from pytest_trtparity.reference.reader import Record
 

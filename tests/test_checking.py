@@ -138,7 +138,7 @@ def test_an_error_in_the_loop_still_finishes_the_chunks_that_ran() -> None:
 def test_prefetched_keeps_order_raises_in_place_and_stops_early() -> None:
     from collections.abc import Iterator
 
-    from pytest_trtparity.checks.functional import prefetched
+    from pytest_trtparity.checks.loop import prefetched
     from pytest_trtparity.errors import ReferenceFormatError
 
     read: list[int] = []

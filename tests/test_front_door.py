@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from pytest_trtparity.bundled import suites_dir
-from pytest_trtparity.checks.modes import SUITES
+from pytest_trtparity.checks.registry import SUITES
 
 from .conftest import SILERO_CONTRACT, SILERO_REF
 from .conftest import SUITES as REPO_SUITES

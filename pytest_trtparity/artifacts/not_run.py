@@ -9,24 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
+from ..checks.registry import CHECKS
 from ..settings import GateSettings
 
-#: Every suite of the gate, in report order, with the name a reader knows it by.
-NAMES = {
-    "contract": "contract check",
-    "functional": "functional parity",
-    "closed_loop": "closed loop",
-    "profiles": "profile sweep",
-    "latency": "latency",
-    "throughput": "throughput",
-    "memory": "memory",
-    "baseline": "baseline comparison",
-}
+#: Every suite of the gate the report names when absent, in report order, with the name a reader
+#: knows it by (the checks registry's).
+NAMES = {c.name: c.title for c in CHECKS if c.listed}
 #: Options without which a suite skips itself.
-NEEDS = {
-    "baseline": ("baseline", "no --trt-baseline given (a PyTorch or ONNX model to compare with)"),
-    "profiles": ("onnx", "no --trt-onnx given (the ONNX file the engine was built from)"),
-}
+NEEDS = {c.name: c.needs for c in CHECKS if c.needs is not None}
 
 
 def _mode_reason(suite: str, settings: GateSettings, wanted: frozenset[str] | None) -> str | None:
@@ -38,7 +28,7 @@ def _mode_reason(suite: str, settings: GateSettings, wanted: frozenset[str] | No
 
 
 def _selected(settings: GateSettings) -> frozenset[str] | None:
-    from ..checks.modes import selected_suites
+    from ..checks.registry import selected_suites
 
     try:
         return selected_suites(settings)

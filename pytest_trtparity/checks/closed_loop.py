@@ -24,8 +24,7 @@ from ..judge import drift
 from ..judge.results import SuiteResult
 from ..judge.tiers import Finding, Level, describe, judge, judge_series, tier_finding
 from ..reference.reader import Record
-from .functional import ChunkCallback, prefetched, run_chunk, run_step
-from .loop import ChunkChecker
+from .loop import ChunkCallback, ChunkChecker, prefetched, run_chunk, run_step
 
 SUITE = "closed_loop"
 

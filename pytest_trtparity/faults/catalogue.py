@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..checks.closed_loop import SUITE as CLOSED_LOOP
+from ..checks.functional import SUITE as FUNCTIONAL
 from ..contract.model import Contract, Invariant
 from ..errors import BackendError
 from ..judge.results import SuiteResult, chunk_label
@@ -171,20 +173,20 @@ def _bias_faults(
     metric = tol.metric
     expect_below: tuple[Expect, ...] = ()
     if tier.warn is not None and tier.warn < fail - 2 * margin:
-        expect_below = (Expect((metric,), name, "functional", Level.WARN),)
+        expect_below = (Expect((metric,), name, FUNCTIONAL, Level.WARN),)
     return [
         Fault(
             "bias_above_fail",
             f"{desc_above} ({above:+.4g})",
             _replace(name, lambda a: (a + np.asarray(above).astype(a.dtype)).astype(a.dtype)),
-            expect=(Expect((metric,), name, "functional", message="above the fail tier"),),
+            expect=(Expect((metric,), name, FUNCTIONAL, message="above the fail tier"),),
         ),
         Fault(
             "bias_below_fail",
             f"{desc_below} ({below:+.4g}); other criteria may fail, this one must not",
             _replace(name, lambda a: (a + np.asarray(below).astype(a.dtype)).astype(a.dtype)),
             expect=expect_below,
-            forbid=(Expect((metric,), name, "functional"),),
+            forbid=(Expect((metric,), name, FUNCTIONAL),),
         ),
     ]
 
@@ -308,7 +310,7 @@ def _invariant_fault(contract: Contract, stats: ReferenceStats, start: int) -> F
                 Expect(
                     ("invariant",),
                     inv.output,
-                    "functional",
+                    FUNCTIONAL,
                     chunk=stats.label(start),
                     message=inv.describe(),
                 ),
@@ -343,8 +345,8 @@ def _drift_fault(contract: Contract, stats: ReferenceStats, t: _Targets) -> Faul
         "state_drift",
         f"{desc}: {state!r} times (1 + {eps:.3g}) on every chunk, fed back in closed loop",
         _replace(state, lambda a: (a.astype(np.float64) * factor).astype(a.dtype)),
-        expect=(Expect((DRIFT_CRITERIA,), None, "closed_loop"),),
-        forbid=(Expect((tol.metric, f"p95 over chunks of {tol.metric}"), state, "functional"),),
+        expect=(Expect((DRIFT_CRITERIA,), None, CLOSED_LOOP),),
+        forbid=(Expect((tol.metric, f"p95 over chunks of {tol.metric}"), state, FUNCTIONAL),),
     )
 
 
@@ -374,7 +376,7 @@ def catalogue(
                 "relative_noise",
                 f"Gaussian noise of {scale:.3g} relative on {p!r}",
                 _noise(p, scale),
-                expect=(Expect((metric,), p, "functional"),),
+                expect=(Expect((metric,), p, FUNCTIONAL),),
             )
         )
     else:
@@ -389,10 +391,10 @@ def catalogue(
     nan_target = t.state or p
     if contract.output(nan_target).dtype in ("float64", "float32", "float16", "bfloat16"):
         nan_at = Expect(
-            ("structure",), nan_target, "functional", chunk=stats.label(mid), message="NaN at index"
+            ("structure",), nan_target, FUNCTIONAL, chunk=stats.label(mid), message="NaN at index"
         )
         # a NaN in the state must also sink the closed loop it is fed back into
-        looped = (Expect((DRIFT_CRITERIA,), nan_target, "closed_loop"),) if t.state else ()
+        looped = (Expect((DRIFT_CRITERIA,), nan_target, CLOSED_LOOP),) if t.state else ()
         faults.append(
             Fault(
                 "nan_one_element",
@@ -420,7 +422,7 @@ def catalogue(
                     Expect(
                         ("structure",),
                         p,
-                        "functional",
+                        FUNCTIONAL,
                         chunk=stats.label(inf_at),
                         message="inf at index",
                     ),
@@ -433,7 +435,7 @@ def catalogue(
                 "stuck_previous",
                 f"{p!r} repeats the previous chunk's value",
                 _stuck(p),
-                expect=(Expect((metric,), p, "functional"),),
+                expect=(Expect((metric,), p, FUNCTIONAL),),
             )
         )
     else:
@@ -450,7 +452,7 @@ def catalogue(
                 "all_zero",
                 f"{p!r} is all zeros",
                 _replace(p, np.zeros_like),
-                expect=(Expect((metric,), p, "functional"),),
+                expect=(Expect((metric,), p, FUNCTIONAL),),
             )
         )
     else:
@@ -467,7 +469,7 @@ def catalogue(
                 "swapped_outputs",
                 f"{p!r} and {t.other!r} swapped",
                 _swap(p, t.other),
-                expect=(Expect(("structure", metric), p, "functional"),),
+                expect=(Expect(("structure", metric), p, FUNCTIONAL),),
             )
         )
     else:
@@ -479,7 +481,7 @@ def catalogue(
             "wrong_shape",
             f"{p!r} gains a leading axis of 1",
             _replace(p, lambda a: a[np.newaxis]),
-            expect=(Expect(("structure",), p, "functional", message="shape"),),
+            expect=(Expect(("structure",), p, FUNCTIONAL, message="shape"),),
         )
     )
     bad_dtype = _wrong_dtype(t.primary_dtype)
@@ -488,7 +490,7 @@ def catalogue(
             "wrong_dtype",
             f"{p!r} comes back as {bad_dtype}",
             _replace(p, lambda a: a.astype(np.dtype(bad_dtype))),
-            expect=(Expect(("structure",), p, "functional", message=f"dtype {bad_dtype}"),),
+            expect=(Expect(("structure",), p, FUNCTIONAL, message=f"dtype {bad_dtype}"),),
         )
     )
     faults.append(_drift_fault(contract, stats, t))
@@ -498,7 +500,7 @@ def catalogue(
             "missing_output",
             f"the engine returns no {p!r}",
             _drop(p),
-            expect=(Expect(("missing output",), p, "functional"),),
+            expect=(Expect(("missing output",), p, FUNCTIONAL),),
         )
     )
     faults.append(
@@ -506,7 +508,7 @@ def catalogue(
             "crash_mid_run",
             f"the engine raises from chunk {stats.label(crash_at)} on",
             _crash(crash_at),
-            expect=(Expect(("error",), None, "functional", message="injected crash"),),
+            expect=(Expect(("error",), None, FUNCTIONAL, message="injected crash"),),
         )
     )
     faults.append(_latency_fault(contract))
@@ -521,9 +523,9 @@ LATENCY_CRITERIA = tuple(k.removesuffix("_ms") for k in LATENCY_KEYS)
 def _latency_fault(contract: Contract) -> Fault:
     desc = "every step sleeps past the latency fail tier"
     limits = [
-        float(raw["fail"])
+        tier.fail
         for key in LATENCY_KEYS
-        if isinstance(raw := contract.latency.get(key), Mapping) and raw.get("fail") is not None
+        if (tier := contract.latency.tier(key)) is not None and tier.fail is not None
     ]
     if not limits:
         return Fault(

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backends.base import Backend, BackendInfo, IOInfo
+from ..checks.closed_loop import SUITE as CLOSED_LOOP
+from ..checks.functional import SUITE as FUNCTIONAL
 from ..judge.tiers import Finding, Level
 
 #: The closed-loop suite's bound, mean and growth criteria ("closed-loop max of max_abs", ...).
@@ -85,7 +87,7 @@ class Fault:
     transform: Transform | None = None
     expect: tuple[Expect, ...] = ()
     forbid: tuple[Expect, ...] = ()
-    suites: tuple[str, ...] = ("functional", "closed_loop")
+    suites: tuple[str, ...] = (FUNCTIONAL, CLOSED_LOOP)
     delay_s: float = 0.0
     #: A fault that cannot be built for this contract says why here (and is reported, not run).
     skip: str | None = None

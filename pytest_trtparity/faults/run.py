@@ -6,16 +6,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..backends.base import Backend
+from ..checks.functional import SUITE as FUNCTIONAL
+from ..checks.registry import FaultOptions, SuiteRunner, fault_runners
 from ..contract.model import Contract
 from ..judge.results import SuiteResult
 from ..judge.tiers import Finding, Level
 from ..reference.reader import Record
-from .catalogue import LATENCY_KEYS, ReferenceStats, catalogue
+from .catalogue import ReferenceStats, catalogue
 from .model import Fault, FaultyBackend
 
 # -- running it ------------------------------------------------------------------------------------
-
-SuiteRunner = Callable[[Backend, Contract, Iterable[Record]], SuiteResult]
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def run_catalogue(
     """
     stats = ReferenceStats.scan(records())
     clean_results = run_fault(backend, None, contract, records, runners, list(runners))
-    clean_functional = next((r for r in clean_results if r.suite == "functional"), None)
+    clean_functional = next((r for r in clean_results if r.suite == FUNCTIONAL), None)
     if faults is None:
         faults = catalogue(contract, stats, clean_functional)
         if select is not None:
@@ -175,29 +175,10 @@ def default_runners(
     iterations: int | None = None,
     warmup: int | None = None,
 ) -> dict[str, SuiteRunner]:
-    """The suites available in this installation: functional always; closed loop when the contract
-    has state; latency when asked for and the contract sets a latency tier, timed over `iterations`
-    steps after `warmup` (None: the contract's numbers)."""
-    from ..checks.functional import run_functional
-
-    runners: dict[str, SuiteRunner] = {"functional": lambda b, c, r: run_functional(b, c, r)}
-    if contract.state:
-        try:
-            from ..checks.closed_loop import run_closed_loop
-        except ImportError:
-            pass
-        else:
-            runners["closed_loop"] = lambda b, c, r: run_closed_loop(b, c, r)
-    if latency and any(key in contract.latency for key in LATENCY_KEYS):
-        try:
-            from ..checks.latency import run_latency
-        except ImportError:
-            pass
-        else:
-            runners["latency"] = lambda b, c, r: run_latency(
-                b, c, r, iterations=iterations, warmup=warmup
-            )
-    return runners
+    """The registered checks this installation can run on this contract (functional always, closed
+    loop when the contract has state, latency when asked for and the contract sets a latency tier,
+    timed over `iterations` steps after `warmup`; None: the contract's numbers)."""
+    return fault_runners(contract, FaultOptions(latency, iterations, warmup))
 
 
 #: Width of the fault column, so rows printed one at a time still line up.

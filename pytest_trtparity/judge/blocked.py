@@ -238,9 +238,7 @@ def _finish(
 
 def _cosine(s: _Sums, r: np.ndarray, g: np.ndarray, wide: bool) -> float:
     if wide and not (_safe(s.peak_r) and _safe(s.peak_g)):
-        from .compare import _cosine as scaled
-
-        return scaled(r.astype(np.float64, copy=False), g.astype(np.float64, copy=False))
+        return scaled_cosine(r.astype(np.float64, copy=False), g.astype(np.float64, copy=False))
     rr, gg = math.fsum(s.rr), math.fsum(s.gg)
     if rr == 0.0 and gg == 0.0:
         return 1.0
@@ -249,6 +247,23 @@ def _cosine(s: _Sums, r: np.ndarray, g: np.ndarray, wide: bool) -> float:
     norms = rr * gg  # one root of the product: sqrt(x * x) == x, so cos(v, -v) is exactly -1
     root = math.sqrt(norms) if 2.0**-1000 < norms < math.inf else math.sqrt(rr) * math.sqrt(gg)
     return min(1.0, max(-1.0, math.fsum(s.dot) / root))
+
+
+def scaled_cosine(rv: np.ndarray, gv: np.ndarray) -> float:
+    """Cosine similarity without BLAS (whose threads make a sub-millisecond comparison swing with
+    machine load) and without overflow: each vector is first scaled by its own largest magnitude."""
+    mr = float(np.max(np.abs(rv), initial=0.0))
+    mg = float(np.max(np.abs(gv), initial=0.0))
+    if mr == 0.0 and mg == 0.0:
+        return 1.0
+    if mr == 0.0 or mg == 0.0:
+        return 0.0
+    a = rv / mr
+    b = gv / mg
+    dot = float(np.add.reduce(a * b))
+    na = math.sqrt(float(np.add.reduce(a * a)))
+    nb = math.sqrt(float(np.add.reduce(b * b)))
+    return float(np.clip(dot / (na * nb), -1.0, 1.0))
 
 
 def _total(parts: list[float]) -> float:

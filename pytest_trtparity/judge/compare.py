@@ -17,6 +17,7 @@ import numpy as np
 from ..contract import dtypes
 from ..contract.model import Tolerance
 from . import blocked
+from .blocked import scaled_cosine as _cosine
 
 METRICS = (
     "max_abs",
@@ -237,23 +238,6 @@ def _percentiles(flat: np.ndarray, qs: tuple[float, ...]) -> list[float]:
         a, b = float(part[lo]), float(part[hi])
         out.append(a if frac == 0.0 or a == b else a + (b - a) * frac)
     return out
-
-
-def _cosine(rv: np.ndarray, gv: np.ndarray) -> float:
-    """Cosine similarity without BLAS (whose threads make a sub-millisecond comparison swing with
-    machine load) and without overflow: each vector is first scaled by its own largest magnitude."""
-    mr = float(np.max(np.abs(rv), initial=0.0))
-    mg = float(np.max(np.abs(gv), initial=0.0))
-    if mr == 0.0 and mg == 0.0:
-        return 1.0
-    if mr == 0.0 or mg == 0.0:
-        return 0.0
-    a = rv / mr
-    b = gv / mg
-    dot = float(np.add.reduce(a * b))
-    na = math.sqrt(float(np.add.reduce(a * a)))
-    nb = math.sqrt(float(np.add.reduce(b * b)))
-    return float(np.clip(dot / (na * nb), -1.0, 1.0))
 
 
 def _empty_metrics() -> dict[str, float]:

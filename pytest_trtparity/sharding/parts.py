@@ -16,10 +16,11 @@ Either way summary.json, report and plots are built from the same merged result.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..checks.registry import Judge, shardable
 from ..contract.model import Contract, Tier
 from ..errors import ConfigError, TrtParityError
 from ..judge.results import OutputSeries, SuiteResult, chunk_label
@@ -154,42 +155,20 @@ class Selection:
 
 # -- how each suite is judged -----------------------------------------------------------------
 
-Judge = Callable[[SuiteResult, Contract], None]
-
-
-def _judge_functional(result: SuiteResult, contract: Contract) -> None:
-    from ..checks.functional import judge_result
-
-    judge_result(result, contract, suite=result.suite)
-
-
-def _judge_closed_loop(result: SuiteResult, contract: Contract) -> None:
-    from ..checks.closed_loop import judge_closed_loop
-
-    judge_closed_loop(result, contract)
-
-
-#: Suites that can be sharded, and how each judges its whole series after all chunks.
-JUDGES: dict[str, Judge] = {"functional": _judge_functional, "closed_loop": _judge_closed_loop}
-
 
 def judge_for(suite: str) -> Judge:
-    try:
-        return JUDGES[suite]
-    except KeyError:
+    """How a shardable check judges its whole series once every shard is merged (the registry's)."""
+    sharding = shardable().get(suite)
+    if sharding is None:
         raise ConfigError(
-            f"suite {suite!r} cannot be sharded (shardable: {', '.join(JUDGES)})"
-        ) from None
+            f"suite {suite!r} cannot be sharded (shardable: {', '.join(shardable())})"
+        )
+    return sharding.judge
 
 
 def chunk_tier(contract: Contract, suite: str, output: str) -> tuple[Tier | None, str, bool]:
     """The per-chunk bound a shard can judge alone: (tier, metric, blocking)."""
-    tol = contract.tolerance(output)
-    if suite == "closed_loop":
-        crit = contract.closed_loop.for_output(output)
-        if crit is not None:
-            return crit.max, crit.metric or tol.metric, crit.blocking
-    return tol.chunk, tol.metric, tol.blocking
+    return shardable()[suite].chunk_tier(contract, output)
 
 
 # -- one shard's part, and the merge ----------------------------------------------------------
