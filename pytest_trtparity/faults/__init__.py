@@ -7,11 +7,11 @@ not merely failed. Faults apply to the outputs the wrapper returns and to the st
 state fault feeds back through the closed loop as a real one would.
 """
 
+from ..checks.registry import SuiteRunner
 from .catalogue import LATENCY_CRITERIA, LATENCY_KEYS, ReferenceStats, catalogue, clean_worst
 from .model import BIAS_METRICS, DRIFT_CRITERIA, Expect, Fault, FaultyBackend, Step, Transform
 from .run import (
     Catch,
-    SuiteRunner,
     all_findings,
     default_runners,
     error_findings,
