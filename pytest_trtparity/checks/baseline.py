@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import backend_name_for, open_backend
 from ..backends.base import Backend, BackendInfo
 from ..contract.bindings import record_feeds
 from ..contract.model import Contract, Tier
@@ -38,20 +37,9 @@ MAX_LISTED = 5
 
 def open_baseline(settings: GateSettings, contract: Contract | None) -> Backend:
     """The baseline named by --trt-baseline, loaded; its backend comes from its extension."""
-    path = settings.require("baseline")
-    name = backend_name_for(path)
-    options: dict[str, Any] = {
-        "provider": settings.provider,
-        "threads": settings.threads,
-        "tf32": settings.tf32,
-    }
-    if name == "torch":
-        from ..backends.torch import gate_options
+    from ..backends.factory import open_baseline as open_from_settings
 
-        options.update(
-            gate_options(contract, entry=settings.torch_entry, device=settings.torch_device)
-        )
-    return open_backend(path, name, **options).load()
+    return open_from_settings(settings, contract)
 
 
 @dataclass
@@ -163,42 +151,20 @@ def run_baseline(
 ) -> SuiteResult:
     """Run both engines over the same chunks, then judge the ratios the contract sets."""
     result = SuiteResult(suite=SUITE)
-    limit = (
-        int(chunks if chunks is not None else contract.latency.get("iterations", 0) or 0) or None
-    )
+    limit = int(chunks if chunks is not None else contract.latency.iterations or 0) or None
     metrics = {spec.name: contract.tolerance(spec.name).metric for spec in contract.outputs}
     runs = [
         EngineRun("engine", engine, probe=DeviceMemoryProbe(engine, attributable=True)),
         EngineRun("baseline", baseline, probe=DeviceMemoryProbe(baseline, attributable=True)),
     ]
     try:
-        for index, record in enumerate(records):
-            if limit is not None and index >= limit:
-                break
-            if index == 0:
-                _warm_up(runs, contract, record, warmup)
-            for run in runs if index % 2 == 0 else runs[::-1]:
-                run.step(contract, record, metrics)
-            result.chunks_run += 1
-            if record.stream not in result.streams:
-                result.streams.append(record.stream)
+        _alternate(result, runs, contract, records, limit, metrics, warmup)
     except TrtParityError as exc:
         result.error = str(exc)
     infos = [run.backend.info() for run in runs]
     sides = {run.role: run.summary(info) for run, info in zip(runs, infos, strict=True)}
     for run in runs:
-        result.findings.extend(run.problems[:MAX_LISTED])
-        if len(run.problems) > MAX_LISTED:
-            first = run.problems[0]
-            result.findings.append(
-                Finding(
-                    Level.FAIL,
-                    SUITE,
-                    first.output,
-                    "structure",
-                    f"the {run.role} had {len(run.problems) - MAX_LISTED} more structural problems",
-                )
-            )
+        result.findings.extend(_structure_findings(run))
     ratios = _ratios(sides, contract)
     result.findings.extend(_judge(ratios, sides, contract))
     result.extra = {
@@ -219,6 +185,38 @@ def run_baseline(
     return result
 
 
+def _alternate(
+    result: SuiteResult,
+    runs: Sequence[EngineRun],
+    contract: Contract,
+    records: Iterable[Record],
+    limit: int | None,
+    metrics: Mapping[str, str],
+    warmup: int,
+) -> None:
+    """Both engines on the same chunks, taking turns at going first so neither always runs warm."""
+    for index, record in enumerate(records):
+        if limit is not None and index >= limit:
+            break
+        if index == 0:
+            _warm_up(runs, contract, record, warmup)
+        for run in runs if index % 2 == 0 else runs[::-1]:
+            run.step(contract, record, metrics)
+        result.chunks_run += 1
+        if record.stream not in result.streams:
+            result.streams.append(record.stream)
+
+
+def _structure_findings(run: EngineRun) -> list[Finding]:
+    """The first structural problems in full, the rest counted in one more finding."""
+    found = list(run.problems[:MAX_LISTED])
+    if len(run.problems) > MAX_LISTED:
+        more = len(run.problems) - MAX_LISTED
+        message = f"the {run.role} had {more} more structural problems"
+        found.append(Finding(Level.FAIL, SUITE, run.problems[0].output, "structure", message))
+    return found
+
+
 def _warm_up(runs: Sequence[EngineRun], contract: Contract, record: Record, warmup: int) -> None:
     for run in runs:
         feeds = record_feeds(contract, record.inputs, run.backend.inputs, record.where)
@@ -229,7 +227,7 @@ def _warm_up(runs: Sequence[EngineRun], contract: Contract, record: Record, warm
 
 def _ratios(sides: Mapping[str, Mapping[str, Any]], contract: Contract) -> dict[str, Any]:
     eng, base = sides["engine"], sides["baseline"]
-    floor = float(contract.latency.get("baseline_error_floor", 0.0))
+    floor = contract.latency.baseline_error_floor
     return {
         "latency_p50": ratio(eng["latency"]["p50_ms"], base["latency"]["p50_ms"]),
         "latency_p95": ratio(eng["latency"]["p95_ms"], base["latency"]["p95_ms"]),
@@ -248,7 +246,7 @@ def _judge(
 ) -> list[Finding]:
     findings: list[Finding] = []
     eng, base = sides["engine"], sides["baseline"]
-    tier = _tier(contract.latency, "baseline_ratio")
+    tier = contract.latency.tier("baseline_ratio")
     if tier is not None:
         detail = (
             f"p50 {fmt_ms(eng['latency']['p50_ms'])} ms vs {fmt_ms(base['latency']['p50_ms'])} ms "
@@ -258,7 +256,7 @@ def _judge(
             "latency p50", tier, ratios["latency_p50"], output="engine", detail=detail
         )
         findings.extend([f] if f else [])
-    tier = _tier(contract.latency, "baseline_error")
+    tier = contract.latency.tier("baseline_error")
     if tier is not None:
         for name, value in ratios["error_p95"].items():
             metric = contract.tolerance(name).metric
@@ -269,7 +267,7 @@ def _judge(
                 )
             f = ratio_finding(f"output {name!r} error", tier, value, output=name, detail=detail)
             findings.extend([f] if f else [])
-    tier = _tier(contract.memory, "baseline_device_ratio")
+    tier = contract.memory.tier("baseline_device_ratio")
     if tier is not None:
         value = ratios["peak_device_bytes"]
         if math.isnan(value):
@@ -294,11 +292,6 @@ def _judge(
             f = ratio_finding("peak device memory", tier, value, output="engine", detail=detail)
             findings.extend([f] if f else [])
     return findings
-
-
-def _tier(section: Mapping[str, Any], key: str) -> Tier | None:
-    raw = section.get(key)
-    return Tier.from_json(raw) if isinstance(raw, Mapping) else None
 
 
 def _x(value: float) -> str:

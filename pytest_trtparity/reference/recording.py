@@ -112,6 +112,39 @@ def _is_plain_step(step: Any) -> bool:
     return not (hasattr(step, "forward") or type(step).__module__.startswith("torch"))
 
 
+def _callable(
+    step: StepFn | Any,
+    names_in: Sequence[str],
+    output_names: Sequence[str] | None,
+    device: str | None,
+) -> StepFn:
+    """A plain step as it is; a torch module wrapped to take and return named tensors."""
+    if _is_plain_step(step):
+        plain: StepFn = step
+        return plain
+    if not names_in or not output_names:
+        raise BindingError("record_reference: a module needs input_names and output_names")
+    return module_step(step, names_in, output_names, device=device)
+
+
+def _step_once(
+    call: StepFn,
+    seen: Mapping[str, Any],
+    names_in: Sequence[str],
+    pairs: Mapping[str, str],
+    count: int,
+) -> dict[str, Any]:
+    """One chunk through the step, with every state output it must return checked."""
+    taken = {k: v for k, v in seen.items() if not names_in or k in names_in}
+    outputs = dict(call(taken))
+    absent = sorted(set(pairs) - set(outputs))
+    if absent:
+        raise BindingError(
+            f"record_reference: chunk {count}: the step returned no state output {', '.join(absent)}"
+        )
+    return outputs
+
+
 def record_reference(
     step: StepFn | Any,
     chunks: Iterable[Mapping[str, Any] | Chunk],
@@ -139,12 +172,7 @@ def record_reference(
     """
     pairs = _pairs(state_pairs)
     names_in = tuple(input_names or ())
-    if _is_plain_step(step):
-        call: StepFn = step
-    else:
-        if not names_in or not output_names:
-            raise BindingError("record_reference: a module needs input_names and output_names")
-        call = module_step(step, names_in, output_names, device=device)
+    call = _callable(step, names_in, output_names, device)
     state: dict[str, Any] = dict(initial_state or {})
     missing = sorted(set(pairs.values()) - set(state))
     if missing:
@@ -162,19 +190,10 @@ def record_reference(
                 f"record_reference: chunk {count} sets {', '.join(clash)}, which state or constants own"
             )
         seen = {**fresh, **state, **fixed}
-        taken = {k: v for k, v in seen.items() if not names_in or k in names_in}
-        outputs = dict(call(taken))
-        absent = sorted(set(pairs) - set(outputs))
-        if absent:
-            raise BindingError(
-                f"record_reference: chunk {count}: the step returned no state output {', '.join(absent)}"
-            )
+        outputs = _step_once(call, seen, names_in, pairs, count)
         keys = [k for k in order if k in seen] + [k for k in seen if k not in order]
         writer.write(
-            inputs={k: seen[k] for k in keys},
-            outputs=outputs,
-            stream=stream,
-            meta=meta or None,
+            inputs={k: seen[k] for k in keys}, outputs=outputs, stream=stream, meta=meta or None
         )
         state = {inp: outputs[out] for out, inp in pairs.items()}
         count += 1
