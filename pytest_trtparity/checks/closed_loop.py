@@ -249,11 +249,12 @@ def _growth_finding(
     scale: float | None,
     on: str,
 ) -> Finding | None:
+    """Growth of one loop's error: too short to judge (warn), not a number (fail), or a significant
+    Mann-Kendall trend whose rise, as a share of the bound, crosses the growth tier."""
     trend_crit = crit.trend
     assert trend_crit is not None
     criterion = f"closed-loop growth of {metric}{on}"
-    alpha = trend_crit.alpha
-    stats["alpha"] = alpha
+    stats["alpha"] = trend_crit.alpha
     if arr.size < trend_crit.min_chunks:
         stats["trend"] = None
         return Finding(
@@ -268,16 +269,7 @@ def _growth_finding(
         )
     tr = drift.trend(arr)
     growth = _growth(tr, scale)
-    stats["trend"] = {
-        "slope": tr.slope,
-        "intercept": tr.intercept,
-        "rise": tr.rise,
-        "p_value": tr.p_value,
-        "z": tr.z,
-        "variance_factor": tr.variance_factor,
-        "significant": tr.significant(alpha),
-        "growth": growth,
-    }
+    stats["trend"] = _trend_stats(tr, trend_crit.alpha, growth)
     if math.isnan(tr.slope):
         first = labels[int(np.flatnonzero(~np.isfinite(arr))[0])]
         return Finding(
@@ -290,14 +282,44 @@ def _growth_finding(
             value=math.nan,
             limit=trend_crit.growth.fail if trend_crit.growth else None,
         )
-    if not tr.significant(alpha):
+    if not tr.significant(trend_crit.alpha):
         return None
+    return _judged_growth(
+        tr, growth, crit, suite=suite, output=output, criterion=criterion, scale=scale
+    )
+
+
+def _trend_stats(tr: drift.Trend, alpha: float, growth: float) -> dict[str, Any]:
+    return {
+        "slope": tr.slope,
+        "intercept": tr.intercept,
+        "rise": tr.rise,
+        "p_value": tr.p_value,
+        "z": tr.z,
+        "variance_factor": tr.variance_factor,
+        "significant": tr.significant(alpha),
+        "growth": growth,
+    }
+
+
+def _judged_growth(
+    tr: drift.Trend,
+    growth: float,
+    crit: DriftCriteria,
+    *,
+    suite: str,
+    output: str,
+    criterion: str,
+    scale: float | None,
+) -> Finding | None:
+    """A significant trend against the growth tier (without one, any significant rise fails)."""
+    assert crit.trend is not None
     evidence = (
         f"Theil-Sen slope {tr.slope:.3g} per chunk, rise {tr.rise:.3g} over {tr.n} chunks"
         + (f" = {growth:.3g} of the bound {scale:g}" if scale else "")
-        + f"; Mann-Kendall p {_p(tr.p_value)} < alpha {alpha:g}"
+        + f"; Mann-Kendall p {_p(tr.p_value)} < alpha {crit.trend.alpha:g}"
     )
-    tier = trend_crit.growth
+    tier = crit.trend.growth
     if tier is None:
         level, limit = Level.FAIL, 0.0
     else:
@@ -309,23 +331,16 @@ def _growth_finding(
     if level is Level.FAIL and not crit.blocking:
         level = Level.WARN
         evidence = "non-blocking: " + evidence
-    return Finding(
-        level,
-        suite,
-        output,
-        criterion,
-        describe(
-            output=output,
-            criterion=criterion,
-            value=growth,
-            limit=limit,
-            level=crossed,
-            higher_is_worse=True,
-            note=evidence,
-        ),
+    message = describe(
+        output=output,
+        criterion=criterion,
         value=growth,
         limit=limit,
+        level=crossed,
+        higher_is_worse=True,
+        note=evidence,
     )
+    return Finding(level, suite, output, criterion, message, value=growth, limit=limit)
 
 
 def _growth(tr: drift.Trend, scale: float | None) -> float:
