@@ -310,15 +310,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if suite is None:
         yield
         return
-    from .artifacts import channels
-
     gate = gate_session(item.config)
     failed = None
     if call.excinfo is not None and not call.excinfo.errisinstance(pytest.skip.Exception):
         failed = call.excinfo.exconly().splitlines()[0] if call.excinfo.exconly() else "failed"
-    channels.before_report(item, gate, suite, failed)
+    gate.before_report(item, suite, failed)
     outcome: Any = yield
-    channels.after_report(outcome.get_result(), gate, suite)
+    gate.after_report(outcome.get_result(), suite)
 
 
 def runs_gate(config: pytest.Config) -> bool:
@@ -360,8 +358,6 @@ def pytest_terminal_summary(
             for err in gate.errors:
                 terminalreporter.write_line(f"ERROR: {err}")
         return
-    from .artifacts.terminal import summary_lines
-
     terminalreporter.section("trtparity gate")
-    for line in summary_lines(gate.summary, str(gate.summary_path) if gate.summary_path else None):
+    for line in gate.terminal_lines():
         terminalreporter.write_line(line)

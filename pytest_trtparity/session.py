@@ -20,6 +20,7 @@ from .settings import GateSettings
 
 if TYPE_CHECKING:
     from .artifacts.lock import FolderLock
+    from .artifacts.model import RunView
     from .sharding.parts import Selection, ShardPart
 
 #: Failures listed in a test's failure message before the rest are only counted.
@@ -46,6 +47,9 @@ class GateSession:
     _lock: FolderLock | None = field(default=None, repr=False, compare=False)
     #: Why the folder could not be claimed, when another run holds it: then nothing is written.
     _busy: str | None = field(default=None, repr=False, compare=False)
+    #: Plots drawn this run, by content fingerprint: a picture is drawn once, whether pytest-html
+    #: asked for it first or the final artifacts did.
+    _drawn: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
 
     def record(self, result: SuiteResult) -> None:
         self.results = [r for r in self.results if r.suite != result.suite] + [result]
@@ -195,6 +199,65 @@ class GateSession:
             )
         )
 
+    # -- pytest's channels: what the artifacts renderers produce, applied here ----------------------
+
+    def latest(self, suite: str) -> SuiteResult | None:
+        return next((r for r in reversed(self.results) if r.suite == suite), None)
+
+    def metrics(self) -> dict[str, str]:
+        """Per contract output, the metric its tolerance judges (JUnit shows the worst of it)."""
+        if self.contract is None:
+            return {}
+        return {o.name: self.contract.tolerance(o.name).metric for o in self.contract.outputs}
+
+    def before_report(self, item: pytest.Item, suite: str, failed: str | None) -> None:
+        """Called for a gate test's call phase before its report exists: record a crash as the
+        suite's result when the test failed without recording one, and attach JUnit properties."""
+        from .artifacts.channels import junit_properties
+        from .artifacts.model import SuiteView
+        from .util.jsonfloat import clean
+
+        if failed is not None and self.latest(suite) is None:
+            self.note_crash(suite, failed)
+        result = self.latest(suite)
+        if result is not None:
+            view = SuiteView.from_json(result.suite, clean(result.to_json()))
+            item.user_properties.extend(junit_properties(view, self.metrics()))
+
+    def after_report(self, rep: pytest.TestReport, suite: str) -> None:
+        """A skipped suite's reason is kept for the report; with pytest-html the plots so far are
+        attached to the test's report."""
+        from .artifacts import channels
+
+        reason = channels.skip_reason(rep)
+        if reason is not None:
+            self.note_skip(suite, reason)
+        if suite not in ("functional", "closed_loop") or not channels.html_available():
+            return
+        found = channels.html_extras(self._pngs())
+        if found:
+            rep.extras = [*getattr(rep, "extras", []), *found]  # type: ignore[attr-defined]
+
+    def _pngs(self) -> dict[str, bytes]:
+        """The plots of the results so far, drawn into this run's cache (not written anywhere)."""
+        from .artifacts import plots
+        from .artifacts.model import RunView
+
+        if self.contract is None:
+            return {}
+        view = RunView.from_summary(self.build_summary(self._artifacts_entry()))
+        return {o: d.png for o, d in plots.draw(view, self.errors, self._drawn).items()}
+
+    def terminal_lines(self) -> list[str]:
+        """The terminal summary of the written summary.json (empty before `write()`)."""
+        from .artifacts.model import RunView
+        from .artifacts.terminal import summary_lines
+
+        if self.summary is None:
+            return []
+        path = str(self.summary_path) if self.summary_path else None
+        return summary_lines(RunView.from_summary(self.summary), path)
+
     # -- the artifacts folder: claimed and marked at the start, one set at the end ------------------
 
     def start(self) -> None:
@@ -218,6 +281,7 @@ class GateSession:
     def _claim(self) -> None:
         from .artifacts import report
         from .artifacts.lock import ArtifactsBusyError, claim
+        from .artifacts.model import RunView
         from .artifacts.run_folder import mark_in_progress, remove_leftovers
         from .artifacts.summary import IN_PROGRESS, dumps
 
@@ -237,7 +301,7 @@ class GateSession:
         with contextlib.suppress(
             TrtParityError, ValueError
         ):  # write() reports an unwritable folder
-            mark_in_progress(folder, dumps(marker), report.render(marker))
+            mark_in_progress(folder, dumps(marker), report.render(RunView.from_summary(marker)))
 
     def release(self) -> None:
         """Give the artifacts folder back (the end of `write()` does); idempotent."""
@@ -273,33 +337,39 @@ class GateSession:
             self.release()
 
     def _write_set(self) -> Path:
-        from .artifacts import channels, plots, report
+        from .artifacts import plots, report
+        from .artifacts.model import RunView
         from .artifacts.summary import dumps
         from .util.atomic import write_text
 
         folder = self.settings.artifacts
         self._load_contract_for_artifacts()
         artifacts = self._artifacts_entry()
+        summary = self.build_summary(artifacts)
         try:
-            artifacts["plots"] = plots.write_plots(folder, self.results, self.contract, self.errors)
+            drawings = plots.draw(RunView.from_summary(summary), self.errors, self._drawn)
         except TrtParityError:
             raise
         except Exception as exc:  # a plotting bug must not cost the summary and the report
             message = f"{folder / plots.PLOTS_DIR}: plots not written: {type(exc).__name__}: {exc}"
             artifacts["errors"].append(message)
             self.errors.append(message)
-        summary = self.build_summary(artifacts)
+            drawings = {}
+            summary = self.build_summary(artifacts)
+        summary["artifacts"]["plots"] = plots.write_plots(folder, drawings)
         text = dumps(summary)
-        write_text(folder / "report.md", report.render(summary, artifacts["plots"]))
+        view = RunView.from_summary(summary)
+        write_text(folder / "report.md", report.render(view, summary["artifacts"]["plots"]))
         self.summary_path = write_text(folder / "summary.json", text)
         self.summary = summary
-        self._job_summary(channels)
+        self._job_summary(view)
         return self.summary_path
 
     def _write_fallback(self) -> Path:
         """A failing summary without the contract's criteria and, if even they cannot be written,
         without the suites' data: the verdict and the errors always reach the folder."""
         from .artifacts import report
+        from .artifacts.model import RunView
         from .artifacts.run_folder import remove_plots
         from .artifacts.summary import dumps
         from .util.atomic import write_text
@@ -316,14 +386,16 @@ class GateSession:
             summary["environment"] = _jsonable(summary["environment"])
             summary["errors"] = list(self.errors)  # suites ran: their results are what broke
             text = dumps(summary)
-        write_text(folder / "report.md", report.render(summary))
+        write_text(folder / "report.md", report.render(RunView.from_summary(summary)))
         self.summary_path = write_text(folder / "summary.json", text)
         self.summary = summary
         return self.summary_path
 
-    def _job_summary(self, channels: Any) -> None:
+    def _job_summary(self, view: RunView) -> None:
+        from .artifacts import channels
+
         try:
-            channels.append_github_summary(self.summary, str(self.settings.artifacts))
+            channels.append_github_summary(view, str(self.settings.artifacts))
         except OSError as exc:
             warnings.warn(ParityWarning(f"GITHUB_STEP_SUMMARY not written: {exc}"), stacklevel=3)
 

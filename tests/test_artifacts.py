@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from pytest_trtparity.artifacts import plots, report
+from pytest_trtparity.artifacts.model import RunView
 from pytest_trtparity.artifacts.summary import build_summary, comparison, schema
 from pytest_trtparity.contract.model import load_contract
 from pytest_trtparity.judge.results import SuiteResult
@@ -198,6 +199,20 @@ def test_schema_rejects_a_summary_that_lies() -> None:
 # -- plots ---------------------------------------------------------------------------------------
 
 
+def _view(results: list[SuiteResult], contract: Any) -> RunView:
+    """The run as every renderer reads it: through the summary those results make."""
+    return RunView.from_summary(
+        build_summary(
+            results=results,
+            environment={},
+            inputs=_inputs(),
+            contract_raw=contract.raw,
+            aggregates={},
+            contract=contract,
+        )
+    )
+
+
 def test_plot_with_zeros_nan_and_two_streams(tmp_path: Path) -> None:
     """Exact zeros go on a labelled floor, NaN chunks are shaded; the PNG is written and sane."""
     contract = load_contract(SILERO_CONTRACT)
@@ -217,7 +232,7 @@ def test_plot_with_zeros_nan_and_two_streams(tmp_path: Path) -> None:
     from pytest_trtparity.checks.closed_loop import judge_closed_loop
 
     judge_closed_loop(loop, contract)
-    data = plots.plot_data([func, loop], contract, "stateN")
+    data = plots.plot_data(_view([func, loop], contract), "stateN")
     assert [line.suite for line in data.lines] == ["functional", "closed_loop"]
     assert [name for _, name in data.streams] == ["a", "b"]
     assert len(data.trends) == 1  # stream b has NaN: no trend line, its verdict fails instead
@@ -234,7 +249,7 @@ def test_write_plots_replaces_stale_pictures(tmp_path: Path) -> None:
     stale.write_bytes(PNG)
     mine = tmp_path / "plots" / "mine.png"
     mine.write_bytes(PNG)
-    written = plots.write_plots(tmp_path, [], contract)
+    written = plots.write_plots(tmp_path, plots.draw(_view([], contract)))
     assert set(written) == {"output", "stateN"}
     assert not stale.exists() and mine.exists()
 
@@ -275,7 +290,7 @@ def test_report_renders_latency_when_a_latency_suite_ran() -> None:
         contract=contract,
     )
     validate(summary)
-    text = report.render(summary)
+    text = report.render(RunView.from_summary(summary))
     assert "\u274c **Performance meets targets (p95_ms warn 10, fail 21" in text
     assert "latency: p50_ms 4.2, p95_ms 25" in text
     assert "latency p95 25 ms is above the fail tier 21 ms" in text
@@ -315,7 +330,7 @@ def test_a_one_chunk_reference_is_drawn_as_a_marker(
     loop.series("stateN").add("s#0", {"max_abs": 3e-6})
     loop.chunk_done("s")
     loop.finish()
-    data = plots.plot_data([loop], contract, "stateN")
+    data = plots.plot_data(_view([loop], contract), "stateN")
     png = plots.render(data)
     (tmp_path / "one.png").write_bytes(png)
     assert _pixels_of(png, plots.COLORS["closed_loop"]) > 30

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from pytest_trtparity.artifacts import lock, report
+from pytest_trtparity.artifacts.model import RunView
 from pytest_trtparity.artifacts.summary import schema
 from pytest_trtparity.contract.model import load_contract
 from pytest_trtparity.errors import ContractError
@@ -473,8 +474,9 @@ def test_report_names_the_suites_that_did_not_run_and_why(tmp_path: Path) -> Non
         "throughput": "skipped: the engine has no batch dimension",
         "memory": "not run: not collected, or deselected (-k, -m)",
         "baseline": "no --trt-baseline given (a PyTorch or ONNX model to compare with)",
+        "invariance": "not run: not collected, or deselected (-k, -m)",
     }
-    page = report.render(summary)
+    page = report.render(RunView.from_summary(summary))
     assert "## Suites that did not run" in page
     assert "- \u2796 `baseline` (baseline comparison): no --trt-baseline given" in page
     assert "- \u2796 `profiles` (profile sweep): no --trt-onnx given" in page
@@ -506,7 +508,7 @@ def test_not_run_reasons_when_the_run_stopped_or_auto_mode_dropped_closed_loop(
 def test_the_performance_line_keeps_baseline_limits_when_the_baseline_ran(tmp_path: Path) -> None:
     gate = gate_for(tmp_path)
     gate.record(SuiteResult("baseline", chunks_run=3, complete=True))
-    page = report.render(gate.build_summary())
+    page = report.render(RunView.from_summary(gate.build_summary()))
     assert "baseline_ratio warn 1, fail 1.5, baseline_error warn 2, fail 10" in page
     assert "not applied" not in page
 
@@ -525,7 +527,7 @@ def test_environment_block_renders_every_key(tmp_path: Path) -> None:
             "baseline": {"backend": "onnxruntime", "version": "1.22.0"},
         }
     )
-    page = report.render(gate.build_summary())
+    page = report.render(RunView.from_summary(gate.build_summary()))
     env = page[page.index("## Environment") :]
     for row in (
         f"| run | `{gate.run_id}` |",
@@ -533,8 +535,7 @@ def test_environment_block_renders_every_key(tmp_path: Path) -> None:
         "| tf32 | `false` |",
         "| cudnn_version | `91002` |",
         "| cublas_version | `12.8.4` |",
-        "| gpu_clocks.sm_mhz | `1980` |",
-        "| gpu_clocks.mem_mhz | `3201` |",
+        "| gpu_clocks | `SM 1980 MHz, memory 3201 MHz` |",
         "| baseline.backend | `onnxruntime` |",
     ):
         assert row in env

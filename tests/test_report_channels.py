@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 
 from pytest_trtparity.artifacts import channels
+from pytest_trtparity.artifacts.model import RunView, SuiteView
 from pytest_trtparity.artifacts.summary import build_summary, ci_name
 from pytest_trtparity.judge.results import SuiteResult
 from pytest_trtparity.judge.tiers import Finding, Level
 from pytest_trtparity.util import progress
+from pytest_trtparity.util.jsonfloat import clean
 
 from .conftest import REPO, SILERO_CONTRACT, SILERO_REF, SUITES
 
@@ -134,13 +136,15 @@ def test_without_pytest_html_there_are_no_extras(monkeypatch: pytest.MonkeyPatch
     import sys
 
     monkeypatch.setitem(sys.modules, "pytest_html", None)
-    assert channels.html_extras(object(), "closed_loop") == []  # type: ignore[arg-type]
+    assert not channels.html_available()
+    assert channels.html_extras({"o": b"\x89PNG"}) == []
 
 
 def test_junit_properties_of_an_errored_suite() -> None:
     result = SuiteResult("closed_loop", error="reader stopped at line 42")
     result.series("o").add("default#0", {"max_abs": float("nan")})
-    props = dict(channels.junit_properties(result, {"o": "max_abs"}))
+    view = SuiteView.from_json(result.suite, clean(result.to_json()))
+    props = dict(channels.junit_properties(view, {"o": "max_abs"}))
     assert props["trtparity.verdict"] == "fail" and props["trtparity.complete"] == "false"
     assert props["trtparity.error"] == "reader stopped at line 42"
     assert props["trtparity.o.worst_max_abs"] == "NaN"
@@ -164,6 +168,7 @@ def test_github_summary_lists_failures_and_is_skipped_outside_actions(tmp_path: 
         contract_raw=None,
         aggregates={},
     )
+    summary = RunView.from_summary(summary)
     text = channels.github_markdown(summary, "trtparity-artifacts")
     assert "\u274c FAIL" in text and "- output 'o': max_abs 1 is above 0.1" in text
     assert channels.append_github_summary(summary, environ={}) is None

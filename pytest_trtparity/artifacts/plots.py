@@ -13,22 +13,24 @@ display, nothing changed for a user's own plots.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..contract.model import Contract
 from ..judge.drift import rolling_mean
-from ..judge.results import SuiteResult
 from ..judge.tiers import Level, verdict_of
+from ..util import fmt
 from ..util.atomic import write_bytes
+from ..util.jsonfloat import decode_number
+from .model import OutputLimits, RunView, SuiteView
 
 PLOTS_DIR = "plots"
 PREFIX = "stability-"
@@ -83,42 +85,37 @@ def file_name(output: str) -> str:
     return f"{PREFIX}{safe}.png"
 
 
-def _limits(contract: Contract, output: str, suites: Sequence[str]) -> list[Limit]:
-    tol = contract.tolerance(output).chunk
-    crit = contract.closed_loop.for_output(output)
-    loop = crit.max if crit is not None else None
+def _limits(limits: OutputLimits, suites: Sequence[str]) -> list[Limit]:
+    tol = limits.chunk
     pairs: list[tuple[str, Any]] = []
     if "functional" in suites:
         pairs.append(("functional", tol))
     if "closed_loop" in suites:
-        pairs.append(("closed loop", loop or tol))
+        pairs.append(("closed loop", limits.loop_max or tol))
     out: list[Limit] = []
     seen: dict[tuple[str, float], int] = {}
     for who, tier in pairs:
-        if tier is None:
+        if not tier:
             continue
-        for kind, value, color in (
-            ("warn", tier.warn, WARN_COLOR),
-            ("fail", tier.fail, FAIL_COLOR),
-        ):
-            if value is None or value <= 0:
+        for kind, color in (("warn", WARN_COLOR), ("fail", FAIL_COLOR)):
+            value = tier.get(kind)
+            if not _finite(value) or value <= 0:
                 continue
-            key = (kind, value)
+            key = (kind, float(value))
             if key in seen:  # the same limit for both suites: one line, no suite in its label
-                out[seen[key]] = Limit(f"{kind} {value:g}", value, color)
+                out[seen[key]] = Limit(f"{kind} {value:g}", float(value), color)
                 continue
             seen[key] = len(out)
-            out.append(Limit(f"{who} {kind} {value:g}", value, color))
+            out.append(Limit(f"{who} {kind} {value:g}", float(value), color))
     return out
 
 
-def plot_data(results: Sequence[SuiteResult], contract: Contract, output: str) -> PlotData:
-    """Everything one output's plot shows, taken from the recorded suite results."""
-    by_suite = {r.suite: r for r in results if r.suite in COLORS and output in r.outputs}
-    tol = contract.tolerance(output)
-    crit = contract.closed_loop.for_output(output)
-    loop_metric = (crit.metric if crit is not None and crit.metric else None) or tol.metric
-    metric = tol.metric
+def plot_data(run: RunView, output: str) -> PlotData:
+    """Everything one output's plot shows, taken from the run's summary."""
+    by_suite = {name: s for name, s in run.suites.items() if name in COLORS and output in s.outputs}
+    limits = run.thresholds[output]
+    metric = limits.metric
+    loop_metric = limits.loop_metric or metric
     order: dict[str, int] = {}
     for suite in ("functional", "closed_loop"):
         if suite in by_suite:
@@ -140,37 +137,44 @@ def plot_data(results: Sequence[SuiteResult], contract: Contract, output: str) -
         streams.setdefault(label.rpartition("#")[0], pos)
     if len(streams) > 1:
         data.streams = [(pos, name) for name, pos in streams.items()]
-    data.limits = _limits(contract, output, list(by_suite) or list(COLORS))
+    data.limits = _limits(limits, list(by_suite) or list(COLORS))
     loop = by_suite.get("closed_loop")
-    if loop is not None and crit is not None and crit.trend is not None:
-        stats = loop.extra.get("drift", {}).get(output, {}).get("streams", {})
-        for stream, st in stats.items():
-            tr = st.get("trend")
-            if not tr or not _finite(tr.get("slope")):
-                continue
-            labels = [c for c in loop.outputs[output].chunks if c.rpartition("#")[0] == stream]
-            if not labels:
-                continue
-            xs = np.array([order[c] for c in labels], dtype=np.float64)
-            data.trends.append(
-                TrendLine(
-                    xs,
-                    tr["slope"],
-                    tr["intercept"],
-                    tr["p_value"],
-                    crit.trend.alpha,
-                    stream if len(stats) > 1 else "",
-                )
-            )
+    if loop is not None and limits.trend_alpha is not None:
+        data.trends = _trends(loop, output, order, limits.trend_alpha)
     verdicts = ", ".join(f"{NAMES[line.suite]} {line.verdict}" for line in data.lines)
     data.title = f"{output}: {metric} per chunk" + (f"  ({verdicts})" if verdicts else "")
     return data
 
 
-def output_verdict(result: SuiteResult, output: str) -> Level:
+def _trends(loop: SuiteView, output: str, order: dict[str, int], alpha: float) -> list[TrendLine]:
+    """The Theil-Sen line of each stream the closed loop fitted a finite trend to."""
+    stats = loop.drift.get(output, {}).get("streams", {})
+    out = []
+    for stream, st in stats.items():
+        tr = st.get("trend")
+        if not tr or not _finite(tr.get("slope")):
+            continue
+        labels = [c for c in loop.outputs[output].chunks if c.rpartition("#")[0] == stream]
+        if not labels:
+            continue
+        xs = np.array([order[c] for c in labels], dtype=np.float64)
+        out.append(
+            TrendLine(
+                xs,
+                float(tr["slope"]),
+                decode_number(tr.get("intercept")),
+                decode_number(tr.get("p_value")),
+                alpha,
+                stream if len(stats) > 1 else "",
+            )
+        )
+    return out
+
+
+def output_verdict(suite: SuiteView, output: str) -> Level:
     """One output's verdict within a suite: its own findings, and FAIL if the suite stopped early."""
-    levels = [f.level for f in result.findings if f.output in (output, "*")]
-    if result.error or not result.complete:
+    levels = [Level[level.upper()] for level in suite.levels_for(output)]
+    if suite.error or not suite.complete:
         levels.append(Level.FAIL)
     return verdict_of(levels)
 
@@ -245,6 +249,10 @@ def _spread(wanted: list[float], heights: list[float], lo: float, hi: float) -> 
     return out
 
 
+#: One direct label: (height in data units, text, colour).
+Label = tuple[float, str, str]
+
+
 def render(data: PlotData) -> bytes:
     """The PNG for one output."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -258,86 +266,18 @@ def render(data: PlotData) -> bytes:
     floor = _floor(data)
     n = max((int(line.x.max()) + 1 for line in data.lines if line.x.size), default=1)
     ax.set_xlim(-0.5, n - 0.5)
-    ax.xaxis.set_major_locator(
-        MaxNLocator(integer=True, min_n_ticks=1)
-    )  # chunks are counted, never halved
-    labels: list[tuple[float, str, str]] = []  # (y in data units, text, color)
-    nan_total = 0
-    zero_total = 0
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # chunks, never halved
+    labels: list[Label] = []
+    nan_total = zero_total = 0
     for line in sorted(data.lines, key=lambda ln: ln.suite != "functional"):
-        color = COLORS[line.suite]
-        y = line.y.copy()
-        nan = ~np.isfinite(y)
-        zero = (y <= 0) & ~nan
-        zero_total += int(zero.sum())
-        raw_alpha = 0.35 if line.suite == "functional" else 0.45
-        window = max(5, line.x.size // 20)
-        smooth = np.full(y.size, np.nan)
-        for a, b in _segments(line.streams, y.size):
-            xs = line.x[a:b]
-            ax.plot(
-                xs,
-                np.where((zero | nan)[a:b], np.nan, y[a:b]),
-                color=color,
-                lw=0.8,
-                alpha=raw_alpha,
-                zorder=2,
-            )
-            smooth[a:b] = rolling_mean(np.where(nan[a:b], np.nan, y[a:b]), window)
-            ax.plot(
-                xs, np.where(smooth[a:b] > 0, smooth[a:b], np.nan), color=color, lw=2.2, zorder=4
-            )
-        lone = _isolated(~(zero | nan), line.streams)
-        if lone.any():  # a line through one point draws nothing: mark it
-            ax.plot(line.x[lone], y[lone], ls="none", marker="o", ms=6, color=color, zorder=4)
-        if zero.any():
-            ax.plot(
-                line.x[zero],
-                np.full(int(zero.sum()), floor),
-                ls="none",
-                marker="v",
-                ms=3,
-                color=color,
-                alpha=0.7,
-                zorder=3,
-            )
-        last = next((float(v) for v in smooth[::-1] if math.isfinite(v) and v > 0), None)
-        if last is not None:
-            shown = min(window, y.size)
-            what = f"rolling mean, {shown} chunks" if shown > 1 else "1 chunk"
-            labels.append((last, f"{NAMES[line.suite]}\n({what})", color))
-        for a, b in _runs(nan):
-            ax.axvspan(
-                line.x[a] - 0.5, line.x[b] + 0.5, color=NAN_COLOR, alpha=0.18, lw=0, zorder=1
-            )
-        nan_total += int(nan.sum())
+        nans, zeros = _draw_line(ax, line, floor, labels)
+        nan_total, zero_total = nan_total + nans, zero_total + zeros
     for lim in data.limits:
         ax.axhline(lim.value, color=lim.color, ls="--", lw=1.3, zorder=3)
         labels.append((lim.value, lim.label, lim.color))
     for tr in data.trends:
-        xs = tr.x
-        ys = tr.intercept + tr.slope * np.arange(xs.size, dtype=np.float64)
-        ok = ys >= _lowest(data)
-        if ok.any():
-            ax.plot(xs[ok], ys[ok], color=TREND_COLOR, lw=1.6, ls=(0, (6, 2)), zorder=5)
-        verdict = "significant" if tr.p_value < tr.alpha else "not significant"
-        text = (
-            f"trend{' ' + tr.stream if tr.stream else ''} (Theil-Sen)\n{tr.slope:+.2g} per chunk\n"
-            f"Mann-Kendall p = {tr.p_value:.2g}\n{verdict} at \u03b1 = {tr.alpha:g}"
-        )
-        anchor = float(ys[ok][-1]) if ok.any() else floor
-        labels.append((max(anchor, floor), text, TREND_COLOR))
-    for x, name in data.streams:
-        ax.axvline(x - 0.5, color="#999999", lw=0.8, ls=":", zorder=1)
-        ax.annotate(
-            name,
-            xy=(x, 1.0),
-            xycoords=("data", "axes fraction"),
-            xytext=(3, -12),
-            textcoords="offset points",
-            fontsize=8,
-            color="#555555",
-        )
+        labels.append(_draw_trend(ax, tr, _lowest(data), floor))
+    _draw_streams(ax, data.streams)
     if zero_total:
         ax.axhline(floor, color="#999999", lw=0.6, zorder=1)
         labels.append(
@@ -345,6 +285,15 @@ def render(data: PlotData) -> bytes:
         )
     _set_ylim(ax, data, floor if zero_total else None)
     ymin, ymax = ax.get_ylim()
+    _texts(fig, ax, data, nan_total)
+    _direct_labels(ax, labels, ymin, ymax)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _texts(fig: Any, ax: Any, data: PlotData, nan_total: int) -> None:
+    """Axis labels, title, the NaN note, the notes line, and a word where nothing was measured."""
     if nan_total:
         fig.text(
             0.08,
@@ -366,16 +315,76 @@ def render(data: PlotData) -> bytes:
             color=FAIL_COLOR,
         )
         ax.set_xticks([])
-    _direct_labels(ax, labels, ymin, ymax)
     ax.set_xlabel("chunk (in run order)")
     ax.set_ylabel(f"{data.metric} error vs reference (log scale)")
     ax.grid(True, which="major", alpha=0.25)
     ax.set_title(data.title, loc="left", fontsize=11)
     if data.notes:
         fig.text(0.08, 0.015, "; ".join(data.notes)[:200], fontsize=8, color="#555555")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+
+
+def _draw_line(ax: Any, line: Line, floor: float, labels: list[Label]) -> tuple[int, int]:
+    """One suite's raw values and rolling mean per stream, lone points as markers, zeros on the
+    floor, NaN chunks as red bands; its label goes to `labels`. Returns (NaN count, zero count)."""
+    color = COLORS[line.suite]
+    y = line.y.copy()
+    nan = ~np.isfinite(y)
+    zero = (y <= 0) & ~nan
+    raw_alpha = 0.35 if line.suite == "functional" else 0.45
+    window = max(5, line.x.size // 20)
+    smooth = np.full(y.size, np.nan)
+    for a, b in _segments(line.streams, y.size):
+        xs = line.x[a:b]
+        raw = np.where((zero | nan)[a:b], np.nan, y[a:b])
+        ax.plot(xs, raw, color=color, lw=0.8, alpha=raw_alpha, zorder=2)
+        smooth[a:b] = rolling_mean(np.where(nan[a:b], np.nan, y[a:b]), window)
+        ax.plot(xs, np.where(smooth[a:b] > 0, smooth[a:b], np.nan), color=color, lw=2.2, zorder=4)
+    lone = _isolated(~(zero | nan), line.streams)
+    if lone.any():  # a line through one point draws nothing: mark it
+        ax.plot(line.x[lone], y[lone], ls="none", marker="o", ms=6, color=color, zorder=4)
+    if zero.any():
+        zeros = np.full(int(zero.sum()), floor)
+        ax.plot(line.x[zero], zeros, ls="none", marker="v", ms=3, color=color, alpha=0.7, zorder=3)
+    last = next((float(v) for v in smooth[::-1] if math.isfinite(v) and v > 0), None)
+    if last is not None:
+        shown = min(window, y.size)
+        what = f"rolling mean, {shown} chunks" if shown > 1 else "1 chunk"
+        labels.append((last, f"{NAMES[line.suite]}\n({what})", color))
+    for a, b in _runs(nan):
+        ax.axvspan(line.x[a] - 0.5, line.x[b] + 0.5, color=NAN_COLOR, alpha=0.18, lw=0, zorder=1)
+    return int(nan.sum()), int(zero.sum())
+
+
+def _draw_trend(ax: Any, tr: TrendLine, lowest: float, floor: float) -> Label:
+    """The fitted trend where it stays above the lowest value shown, and its label."""
+    xs = tr.x
+    ys = tr.intercept + tr.slope * np.arange(xs.size, dtype=np.float64)
+    ok = ys >= lowest
+    if ok.any():
+        ax.plot(xs[ok], ys[ok], color=TREND_COLOR, lw=1.6, ls=(0, (6, 2)), zorder=5)
+    verdict = "significant" if tr.p_value < tr.alpha else "not significant"
+    text = (
+        f"trend{' ' + tr.stream if tr.stream else ''} (Theil-Sen)\n"
+        f"{fmt.signed(tr.slope, 2)} per chunk\n"
+        f"Mann-Kendall p = {fmt.sig(tr.p_value, 2)}\n{verdict} at \u03b1 = {tr.alpha:g}"
+    )
+    anchor = float(ys[ok][-1]) if ok.any() else floor
+    return (max(anchor, floor), text, TREND_COLOR)
+
+
+def _draw_streams(ax: Any, streams: Sequence[tuple[int, str]]) -> None:
+    """A dotted line where each stream starts, named at the top."""
+    for x, name in streams:
+        ax.axvline(x - 0.5, color="#999999", lw=0.8, ls=":", zorder=1)
+        ax.annotate(
+            name,
+            xy=(x, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -12),
+            textcoords="offset points",
+            fontsize=8,
+            color="#555555",
+        )
 
 
 def _lowest(data: PlotData) -> float:
@@ -416,31 +425,58 @@ def _direct_labels(ax: Any, labels: list[tuple[float, str, str]], ymin: float, y
         )
 
 
-def write_plots(
-    folder: Path,
-    results: Sequence[SuiteResult],
-    contract: Contract | None,
-    notes: Sequence[str] = (),
-) -> dict[str, str]:
-    """One PNG per contract output under `folder/plots`; returns output -> path relative to folder.
+@dataclass(frozen=True)
+class Drawing:
+    """One output's plot: where it goes under the artifacts folder, and its PNG."""
+
+    path: str
+    png: bytes
+
+
+def draw(
+    run: RunView, notes: Sequence[str] = (), cache: dict[str, bytes] | None = None
+) -> dict[str, Drawing]:
+    """One plot per output the run's thresholds name (the contract's outputs, in order), drawn
+    once: a picture whose content is in `cache` (by fingerprint) is reused, not drawn again."""
+    cache = {} if cache is None else cache
+    out: dict[str, Drawing] = {}
+    for output in run.thresholds:
+        name = file_name(output)
+        while any(d.path == f"{PLOTS_DIR}/{name}" for d in out.values()):
+            name = name.replace(".png", "_.png")
+        data = plot_data(run, output)
+        data.notes += list(notes)
+        key = _fingerprint(data)
+        if key not in cache:
+            cache[key] = render(data)
+        out[output] = Drawing(f"{PLOTS_DIR}/{name}", cache[key])
+    return out
+
+
+def _fingerprint(data: PlotData) -> str:
+    """A digest of everything a plot shows: equal digests, equal pictures."""
+    digest = hashlib.sha256(repr((data.output, data.metric, data.title, data.notes)).encode())
+    for line in data.lines:
+        digest.update(repr((line.suite, line.verdict, line.streams)).encode())
+        digest.update(line.x.tobytes() + line.y.tobytes())
+    for tr in data.trends:
+        digest.update(repr((tr.slope, tr.intercept, tr.p_value, tr.alpha, tr.stream)).encode())
+        digest.update(tr.x.tobytes())
+    digest.update(repr((data.limits, data.streams)).encode())
+    return digest.hexdigest()
+
+
+def write_plots(folder: Path, drawings: Mapping[str, Drawing]) -> dict[str, str]:
+    """Write the drawings under `folder/plots`; returns output -> path relative to folder.
 
     Plots a previous run left for outputs this run did not draw are removed, so the folder never
     shows a stale picture next to a new summary.
     """
-    if contract is None:
-        return {}
     target = folder / PLOTS_DIR
-    written: dict[str, str] = {}
-    for spec in contract.outputs:
-        name = file_name(spec.name)
-        while any(v == f"{PLOTS_DIR}/{name}" for v in written.values()):
-            name = name.replace(".png", "_.png")
-        data = plot_data(results, contract, spec.name)
-        data.notes += list(notes)
-        write_bytes(target / name, render(data))
-        written[spec.name] = f"{PLOTS_DIR}/{name}"
-    keep = {Path(p).name for p in written.values()}
+    for drawing in drawings.values():
+        write_bytes(folder / drawing.path, drawing.png)
+    keep = {Path(d.path).name for d in drawings.values()}
     for old in target.glob(f"{PREFIX}*.png"):
         if old.name not in keep:
             old.unlink(missing_ok=True)
-    return written
+    return {output: d.path for output, d in drawings.items()}

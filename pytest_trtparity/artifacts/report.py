@@ -2,17 +2,17 @@
 
 The person who signs off a release reads this, not the JSON: each item says what was required,
 whether it held, and the numbers behind the answer (the limit next to the value), and the stability
-plots are linked below. Everything comes from summary.json, so the two can never disagree.
+plots are linked below. Everything comes from summary.json (through its `RunView`), so the two can
+never disagree.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from ..util.atomic import write_text
+from ..util import fmt
+from .model import FindingView, RunView, SuiteView
 
 PASS, WARN, FAIL, NONE = "pass", "warn", "fail", "none"
 MARK = {PASS: "\u2705", WARN: "\u26a0\ufe0f", FAIL: "\u274c", NONE: "\u2796"}
@@ -21,23 +21,7 @@ WORD = {PASS: "pass", WARN: "pass with warnings", FAIL: "FAIL", NONE: "not measu
 ASSERTIONS = ("binding", "invariant", "structure", "missing output")
 MAX_FINDINGS = 50
 
-Summary = Mapping[str, Any]
-
-
-def num(v: Any, digits: int = 3) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, str):
-        return v
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "NaN"
-        return f"{v:.{digits}g}"
-    return str(v)
+num = fmt.cell
 
 
 def _tier(t: Mapping[str, Any] | None) -> str:
@@ -52,32 +36,27 @@ def _worst(levels: Sequence[str]) -> str:
     return max(levels, key=order.index) if levels else PASS
 
 
-def _suite(summary: Summary, name: str) -> Mapping[str, Any] | None:
-    suite: Mapping[str, Any] | None = summary.get("suites", {}).get(name)
-    return suite
-
-
 def _findings(
-    suite: Mapping[str, Any] | None, *, output: str | None = None, assertions: bool | None = None
-) -> list[Mapping[str, Any]]:
+    suite: SuiteView | None, *, output: str | None = None, assertions: bool | None = None
+) -> list[FindingView]:
     if suite is None:
         return []
     out = []
-    for f in suite.get("findings", []):
-        if output is not None and f["output"] != output:
+    for f in suite.findings:
+        if output is not None and f.output != output:
             continue
-        is_assertion = f["criterion"] in ASSERTIONS
+        is_assertion = f.criterion in ASSERTIONS
         if assertions is not None and is_assertion != assertions:
             continue
         out.append(f)
     return out
 
 
-def _status(findings: Sequence[Mapping[str, Any]], suite: Mapping[str, Any] | None) -> str:
+def _status(findings: Sequence[FindingView], suite: SuiteView | None) -> str:
     if suite is None:
         return NONE
-    levels = [str(f["level"]) for f in findings]
-    if suite.get("error") or not suite.get("complete"):
+    levels = [f.level for f in findings]
+    if suite.error or not suite.complete:
         levels.append(FAIL)
     return _worst(levels)
 
@@ -85,9 +64,9 @@ def _status(findings: Sequence[Mapping[str, Any]], suite: Mapping[str, Any] | No
 # -- the sign-off items -----------------------------------------------------------------------
 
 
-def item_assertions(summary: Summary) -> tuple[str, str, list[str]]:
-    contract = _suite(summary, "contract")
-    chunk_suites = [(n, s) for n in ("functional", "closed_loop") if (s := _suite(summary, n))]
+def item_assertions(run: RunView) -> tuple[str, str, list[str]]:
+    contract = run.suite("contract")
+    chunk_suites = [(n, s) for n in ("functional", "closed_loop") if (s := run.suite(n))]
     if contract is None and not chunk_suites:
         return (
             NONE,
@@ -101,31 +80,31 @@ def item_assertions(summary: Summary) -> tuple[str, str, list[str]]:
         levels.append(_status(found, contract))
         lines.append(
             f"engine inputs and outputs vs the contract: {len(found)} mismatch(es)"
-            + (f" ({contract['error']})" if contract.get("error") else "")
+            + (f" ({contract.error})" if contract.error else "")
         )
     for name, suite in chunk_suites:
         found = _findings(suite, assertions=True)
         levels.append(_status(found, suite))
-        kinds = {k: sum(1 for f in found if f["criterion"] == k) for k in ASSERTIONS[1:]}
+        kinds = {k: sum(1 for f in found if f.criterion == k) for k in ASSERTIONS[1:]}
         detail = ", ".join(f"{v} {k}" for k, v in kinds.items())
         lines.append(
-            f"{name}: {suite.get('chunks_run', 0)} chunks checked, {detail} violation(s)"
-            + ("" if suite.get("complete") else f"; stopped early: {suite.get('error')}")
+            f"{name}: {suite.chunks_run} chunks checked, {detail} violation(s)"
+            + ("" if suite.complete else f"; stopped early: {suite.error}")
         )
-    chunks = max((s.get("chunks_run", 0) for _, s in chunk_suites), default=0)
+    chunks = max((s.chunks_run for _, s in chunk_suites), default=0)
     return _worst(levels), f"All contract assertions pass ({chunks} chunks)", lines
 
 
-def item_tolerance(summary: Summary) -> tuple[str, str, list[str]]:
-    suite = _suite(summary, "functional")
+def item_tolerance(run: RunView) -> tuple[str, str, list[str]]:
+    suite = run.suite("functional")
     title = "Output errors within tolerance (p95 over chunks)"
     if suite is None:
         return NONE, title, ["functional mode did not run"]
     lines: list[str] = []
     levels = [_status([], suite)]
-    thresholds = summary.get("thresholds", {})
-    for output, agg in suite.get("aggregates", {}).items():
-        tol = thresholds.get(output, {}).get("tolerance", {})
+    for output, agg in suite.aggregates.items():
+        limits = run.thresholds.get(output)
+        tol = limits.raw.get("tolerance", {}) if limits is not None else {}
         found = _findings(suite, output=output, assertions=False)
         levels.append(_status(found, suite))
         rate = agg.get("pass_rate")
@@ -140,8 +119,8 @@ def item_tolerance(summary: Summary) -> tuple[str, str, list[str]]:
     return _worst(levels), title, lines
 
 
-def item_growth(summary: Summary) -> tuple[str, str, list[str]]:
-    suite = _suite(summary, "closed_loop")
+def item_growth(run: RunView) -> tuple[str, str, list[str]]:
+    suite = run.suite("closed_loop")
     title = "No monotonic error growth in closed loop; error bounded, mean stable"
     if suite is None:
         return (
@@ -151,10 +130,9 @@ def item_growth(summary: Summary) -> tuple[str, str, list[str]]:
         )
     lines: list[str] = []
     levels = [_status([], suite)]
-    drift = suite.get("extra", {}).get("drift", {})
-    thresholds = summary.get("thresholds", {})
-    for output, stats in drift.items():
-        crit = thresholds.get(output, {}).get("closed_loop") or {}
+    for output, stats in suite.drift.items():
+        limits = run.thresholds.get(output)
+        crit = (limits.raw.get("closed_loop") if limits is not None else None) or {}
         found = _findings(suite, output=output, assertions=False)
         levels.append(_status(found, suite))
         for stream, st in stats.get("streams", {}).items():
@@ -164,7 +142,7 @@ def item_growth(summary: Summary) -> tuple[str, str, list[str]]:
                 + _drift_text(st, crit)
                 + f" {MARK[_status(found, suite)]}"
             )
-    return _worst(levels), f"{title} ({suite.get('chunks_run', 0)} chunks)", lines
+    return _worst(levels), f"{title} ({suite.chunks_run} chunks)", lines
 
 
 def _drift_text(st: Mapping[str, Any], crit: Mapping[str, Any]) -> str:
@@ -205,52 +183,53 @@ TIMINGS = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms")
 JUDGED_BY = {"baseline_": "baseline"}
 
 
-def _applied_targets(summary: Summary) -> tuple[dict[str, Any], list[str]]:
+def _applied_targets(run: RunView) -> tuple[dict[str, Any], list[str]]:
     """The contract's latency targets this run could apply, and a note for those it could not
     (the baseline limits mean nothing when no baseline ran)."""
-    targets = summary.get("criteria", {}).get("latency", {})
+    targets = run.criteria.get("latency", {})
     applied: dict[str, Any] = {}
     unused: dict[str, list[str]] = {}
     for key, value in targets.items():
         if not isinstance(value, Mapping):
             continue
         suite = next((s for p, s in JUDGED_BY.items() if key.startswith(p)), None)
-        if suite is not None and _suite(summary, suite) is None:
+        if suite is not None and run.suite(suite) is None:
             unused.setdefault(suite, []).append(key)
         else:
             applied[key] = value
     notes = [
         f"{', '.join(keys)} not applied: the {suite} suite did not run"
-        + (f" ({summary['not_run'][suite]})" if suite in summary.get("not_run", {}) else "")
+        + (f" ({run.not_run[suite]})" if suite in run.not_run else "")
         for suite, keys in unused.items()
     ]
     return applied, notes
 
 
-def item_latency(summary: Summary) -> tuple[str, str, list[str]]:
-    suite = _suite(summary, "latency")
-    targets, notes = _applied_targets(summary)
+def item_latency(run: RunView) -> tuple[str, str, list[str]]:
+    suite = run.suite("latency")
+    targets, notes = _applied_targets(run)
     target = ", ".join(f"{k} {_tier(v)}" for k, v in targets.items())
     title = "Performance meets targets" + (f" ({target})" if target else "")
     if suite is None:
         return NONE, title, ["latency not measured in this run", *notes]
-    scalars = dict(_scalars(suite.get("extra", {})))
+    scalars = dict(_scalars(suite.extra))
     keys = [k for k in TIMINGS if k in scalars] + sorted(
         k for k in scalars if k.endswith("_ms") and k not in TIMINGS
     )
     lines = [
         "latency: " + (", ".join(f"{k} {num(scalars[k])}" for k in keys) or "no timings recorded")
     ]
-    lines += [f["message"] for f in _findings(suite)]
-    others = [f"{n} {s.get('verdict')}" for n in PERFORMANCE[1:] if (s := _suite(summary, n))]
+    lines += [f.message for f in _findings(suite)]
+    lines += [f"inconclusive, not judged: {s}" for s in suite.inconclusive]
+    others = [f"{n} {s.verdict}" for n in PERFORMANCE[1:] if (s := run.suite(n))]
     if others:
         lines.append("also ran (see Findings): " + ", ".join(others))
     lines += notes
-    return _status(suite.get("findings", []), suite), title, lines
+    return _status(suite.findings, suite), title, lines
 
 
-def item_ci(summary: Summary) -> tuple[str, str, list[str]]:
-    ci = summary.get("environment", {}).get("ci")
+def item_ci(run: RunView) -> tuple[str, str, list[str]]:
+    ci = run.environment.get("ci")
     if ci:
         return PASS, "CI/CD integration", [f"this report was produced by a {ci} run"]
     return NONE, "CI/CD integration", ["local run: not produced by CI"]
@@ -259,10 +238,10 @@ def item_ci(summary: Summary) -> tuple[str, str, list[str]]:
 ITEMS = (item_assertions, item_tolerance, item_growth, item_latency, item_ci)
 
 
-def sign_off(summary: Summary) -> list[str]:
+def sign_off(run: RunView) -> list[str]:
     lines: list[str] = []
     for item in ITEMS:
-        status, title, details = item(summary)
+        status, title, details = item(run)
         lines.append(f"- {MARK[status]} **{title}**: {WORD[status]}")
         lines += [f"  - {d}" for d in details]
     return lines
@@ -271,21 +250,20 @@ def sign_off(summary: Summary) -> list[str]:
 # -- tables -------------------------------------------------------------------------------------
 
 
-def comparison_table(summary: Summary) -> list[str]:
-    comp = summary.get("comparison", {})
-    if not comp:
+def comparison_table(run: RunView) -> list[str]:
+    if not run.comparison:
         return ["No per-chunk comparison ran."]
     lines = [
         "| output | metric | functional worst | closed loop worst | loop factor | functional mean | closed loop mean | loop factor |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for output, c in comp.items():
+    for output, c in run.comparison.items():
         f = c.get("functional") or {}
         cl = c.get("closed_loop") or {}
         lf = c.get("loop_factor") or {}
         lines.append(
             f"| `{output}` | {c.get('metric')} | {num(f.get('worst'))} | {num(cl.get('worst'))} | "
-            f"{_factor(lf.get('worst'))} | {num(f.get('mean'))} | {num(cl.get('mean'))} | {_factor(lf.get('mean'))} |"
+            f"{fmt.ratio(lf.get('worst'))} | {num(f.get('mean'))} | {num(cl.get('mean'))} | {fmt.ratio(lf.get('mean'))} |"
         )
     lines.append("")
     lines.append(
@@ -294,23 +272,19 @@ def comparison_table(summary: Summary) -> list[str]:
     return lines
 
 
-def _factor(v: Any) -> str:
-    return "-" if v is None else f"{num(v, 2)}\u00d7"
-
-
-def findings_list(summary: Summary, limit: int = MAX_FINDINGS) -> list[str]:
+def findings_list(run: RunView, limit: int = MAX_FINDINGS) -> list[str]:
     lines: list[str] = []
     count = 0
-    for name, suite in summary.get("suites", {}).items():
-        for f in suite.get("findings", []):
+    for name, suite in run.suites.items():
+        for f in suite.findings:
             count += 1
             if count <= limit:
-                lines.append(f"- {MARK.get(f['level'], '')} `{name}` {f['message']}")
-        if suite.get("error"):
-            lines.append(f"- {MARK[FAIL]} `{name}` stopped: {suite['error']}")
+                lines.append(f"- {MARK.get(f.level, '')} `{name}` {f.message}")
+        if suite.error:
+            lines.append(f"- {MARK[FAIL]} `{name}` stopped: {suite.error}")
     if count > limit:
         lines.append(f"- ... and {count - limit} more in summary.json")
-    for err in summary.get("errors", []):
+    for err in run.errors:
         lines.append(f"- {MARK[FAIL]} error: {err}")
     return lines or ["None."]
 
@@ -323,6 +297,36 @@ FIRST = (
     ("device", "device"),
     ("provider", "provider"),
 )
+#: What decides fp32 numerics and GPU speed (TF32, library versions, clocks): shown next, one row
+#: each, so a reviewer comparing two runs finds them together.
+NUMERICS = ("tf32", "tf32_ops", "cudnn", "cublas", "gpu_clocks")
+
+
+def _clocks(clocks: Mapping[str, Any]) -> str:
+    """`SM 1980 MHz (max 1980), memory 3201 MHz (max 3201), from nvml` from gpu_facts' fields."""
+    parts = []
+    for label, key in (("SM", "sm"), ("memory", "mem")):
+        if f"{key}_mhz" in clocks:
+            top = clocks.get(f"{key}_max_mhz")
+            parts.append(
+                f"{label} {clocks[f'{key}_mhz']} MHz" + (f" (max {top})" if top is not None else "")
+            )
+    known = {f"{k}{m}_mhz" for k in ("sm", "mem") for m in ("", "_max")} | {"source"}
+    parts += [f"{k} {v}" for k, v in clocks.items() if k not in known]
+    source = clocks.get("source")
+    return ", ".join(parts) + (f", from {source}" if source else "")
+
+
+def _numerics(key: str, value: Any) -> Any:
+    if isinstance(value, Mapping) and key == "gpu_clocks":
+        return _clocks(value)
+    if isinstance(value, Mapping):  # tf32_ops: operation -> precision
+        return ", ".join(f"{k} {_plain(v)}" for k, v in value.items())
+    return value
+
+
+def _plain(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _flat(env: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -337,73 +341,72 @@ def _flat(env: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]
 
 def _cell(value: Any) -> str:
     """A table cell in full (no rounding: a version or a clock is not a measurement to shorten)."""
-    text = str(value).lower() if isinstance(value, bool) else str(value)
+    text = _plain(value)
     return "`" + text.replace("|", "\\|").replace("`", "'").replace("\n", " ") + "`"
 
 
-def environment_lines(summary: Summary) -> list[str]:
-    """Every key the environment holds (what the backend reported, what conftest hooks added:
-    TF32, cuDNN and cuBLAS versions, GPU clocks, ...), the best-known first."""
-    env = dict(_flat(summary.get("environment", {})))
-    inputs = summary.get("inputs", {})
-    rows: list[tuple[str, Any]] = [("run", summary.get("run_id")), ("engine", inputs.get("engine"))]
+def environment_lines(run: RunView) -> list[str]:
+    """Every key the environment holds (what the backend reported, what conftest hooks added),
+    the best-known first, then TF32, cuDNN and cuBLAS versions and GPU clocks, then the rest."""
+    raw = dict(run.environment)
+    numerics = [(k, _numerics(k, raw.pop(k))) for k in NUMERICS if k in raw]
+    env = dict(_flat(raw))
+    inputs = run.inputs
+    rows: list[tuple[str, Any]] = [("run", run.run_id), ("engine", inputs.get("engine"))]
     rows += [(name, env.pop(key, None)) for key, name in FIRST]
+    rows += numerics
     rows += [(name, inputs.get(name)) for name in ("contract", "reference", "mode")]
-    rows += [("strict", summary.get("strict")), ("started", summary.get("started"))]
-    rows += [("finished", summary.get("created"))]
+    rows += [("strict", run.raw.get("strict")), ("started", run.raw.get("started"))]
+    rows += [("finished", run.raw.get("created"))]
     rows += sorted(env.items())
     return ["| | |", "|---|---|"] + [f"| {k} | {_cell(v)} |" for k, v in rows if v is not None]
 
 
-def not_run_lines(summary: Summary) -> list[str]:
+def not_run_lines(run: RunView) -> list[str]:
     """The suites that did not run, each with why: an absent check is not a passed one."""
     from .not_run import NAMES
 
     return [
         f"- {MARK[NONE]} `{suite}` ({NAMES.get(suite, suite)}): {why}"
-        for suite, why in summary.get("not_run", {}).items()
+        for suite, why in run.not_run.items()
     ] or ["Every suite of the gate ran."]
 
 
 IN_PROGRESS_MARK = "\u23f3"
 
 
-def render_in_progress(summary: Summary) -> str:
+def render_in_progress(run: RunView) -> str:
     """The page a run leaves at its start: if it stays, the run never finished."""
-    run = summary.get("run_id")
     return (
         f"# TensorRT parity sign-off: {IN_PROGRESS_MARK} IN PROGRESS\n\n"
-        f"Run `{run}` started {summary.get('started')} and has not written its verdict yet.\n\n"
+        f"Run `{run.run_id}` started {run.raw.get('started')} and has not written its verdict yet.\n\n"
         f"If this page stays after the run has ended, the run was stopped before it could finish "
         f"(killed, cancelled, out of time): it has no verdict, and it did not pass. "
         f"summary.json says the same (`status: in_progress`, `verdict: running`).\n"
     )
 
 
-def render(summary: Summary, plots: Mapping[str, str] | None = None, *, images: bool = True) -> str:
+def verdict_mark(verdict: str) -> str:
+    return {"pass": MARK[PASS], "warn": MARK[WARN]}.get(verdict, MARK[FAIL])
+
+
+def render(run: RunView, plots: Mapping[str, str] | None = None, *, images: bool = True) -> str:
     """The whole report; `images=False` leaves the plots out (for places that cannot show them)."""
-    if summary.get("status") == "in_progress":
-        return render_in_progress(summary)
-    verdict = str(summary.get("verdict", "fail"))
-    mark = {"pass": MARK[PASS], "warn": MARK[WARN]}.get(verdict, MARK[FAIL])
-    lines = [f"# TensorRT parity sign-off: {mark} {verdict.upper()}", ""]
-    engine = summary.get("inputs", {}).get("engine")
-    env = summary.get("environment", {})
+    if run.status == "in_progress":
+        return render_in_progress(run)
+    lines = [f"# TensorRT parity sign-off: {verdict_mark(run.verdict)} {run.verdict.upper()}", ""]
+    env = run.environment
     lines.append(
-        f"Engine `{engine}` on {env.get('backend', '?')} ({env.get('device', '?')}), "
-        f"{summary.get('created', '')}, run `{summary.get('run_id')}`."
+        f"Engine `{run.inputs.get('engine')}` on {env.get('backend', '?')} ({env.get('device', '?')}), "
+        f"{run.raw.get('created', '')}, run `{run.run_id}`."
     )
-    lines += ["", "## Sign-off", "", *sign_off(summary)]
-    lines += ["", "## Suites that did not run", "", *not_run_lines(summary)]
-    lines += ["", "## Functional and closed loop side by side", "", *comparison_table(summary)]
+    lines += ["", "## Sign-off", "", *sign_off(run)]
+    lines += ["", "## Suites that did not run", "", *not_run_lines(run)]
+    lines += ["", "## Functional and closed loop side by side", "", *comparison_table(run)]
     if images and plots:
         lines += ["", "## Stability plots", ""]
         for output, path in plots.items():
             lines += [f"### `{output}`", "", f"[![{output} error per chunk]({path})]({path})", ""]
-    lines += ["", "## Findings", "", *findings_list(summary)]
-    lines += ["", "## Environment", "", *environment_lines(summary)]
+    lines += ["", "## Findings", "", *findings_list(run)]
+    lines += ["", "## Environment", "", *environment_lines(run)]
     return "\n".join(lines).rstrip() + "\n"
-
-
-def write_report(folder: Path, summary: Summary, plots: Mapping[str, str] | None = None) -> Path:
-    return write_text(folder / "report.md", render(summary, plots))

@@ -16,6 +16,7 @@ from ..contract.model import Contract, Tier
 from ..judge.results import SuiteResult
 from ..judge.tiers import Level, percentile, verdict_of
 from ..util.atomic import write_text
+from ..util.jsonfloat import clean
 from ..util.progress import ci_env
 from .run_folder import new_run_id
 
@@ -61,21 +62,6 @@ def output_aggregates(
 
 def _worst_index(values: Sequence[float]) -> int:
     return max(range(len(values)), key=lambda i: math.inf if math.isnan(values[i]) else values[i])
-
-
-def _clean(obj: Any) -> Any:
-    """JSON has no NaN or Infinity: write them as strings, so the file stays standard JSON."""
-    if isinstance(obj, float):
-        if math.isnan(obj):
-            return "NaN"
-        if math.isinf(obj):
-            return "Infinity" if obj > 0 else "-Infinity"
-        return obj
-    if isinstance(obj, Mapping):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    return obj
 
 
 def comparison(aggregates: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -185,52 +171,63 @@ def build_summary(
 ) -> dict[str, Any]:
     """The summary of a finished run (`status` complete), or, with `status` in_progress, the one a
     run writes at its start: verdict `running`, no errors yet."""
-    levels = [r.verdict for r in results]
-    if errors or not results:
-        levels.append(Level.FAIL)
-    verdict = verdict_of(levels)
-    if strict and verdict is Level.WARN:
-        verdict = Level.FAIL
     running = status == IN_PROGRESS
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     if not running and not results:
         errors = [*errors, "no gating suite produced a result"]
-    summary: dict[str, Any] = _clean(
+    summary: dict[str, Any] = clean(
         {
             "trtparity": SUMMARY_TAG,
             "status": status,
             "run_id": run_id or new_run_id(),
-            "verdict": RUNNING if running else verdict.word,
+            "verdict": RUNNING if running else run_verdict(results, errors, strict).word,
             "strict": strict,
             "started": started or now,
             "created": now,
             "inputs": dict(inputs),
-            "environment": {
-                "python": sys.version.split()[0],
-                "platform": platform.platform(),
-                "trtparity": __version__,
-                "ci": ci_name(),
-                **environment,
-            },
+            "environment": _environment(environment),
             "errors": list(errors),
             "suites": {
                 r.suite: {**r.to_json(), "aggregates": aggregates.get(r.suite, {})} for r in results
             },
             "comparison": comparison(aggregates),
             "thresholds": thresholds(contract) if contract is not None else {},
-            "criteria": {
-                "tolerances": (contract_raw or {}).get("tolerances", {}),
-                "default_tolerance": (contract_raw or {}).get("default_tolerance"),
-                "invariants": (contract_raw or {}).get("invariants", []),
-                "closed_loop": (contract_raw or {}).get("closed_loop", {}),
-                "latency": (contract_raw or {}).get("latency", {}),
-                "memory": (contract_raw or {}).get("memory", {}),
-            },
+            "criteria": criteria(contract_raw or {}),
             "not_run": dict(not_run or {}),
             "artifacts": dict(artifacts or {}),
         }
     )
     return summary
+
+
+def run_verdict(results: Sequence[SuiteResult], errors: Sequence[str], strict: bool) -> Level:
+    """The run's verdict: the worst suite's, FAIL on an error or when nothing ran, and FAIL for a
+    warning under --trt-strict."""
+    levels = [r.verdict for r in results]
+    if errors or not results:
+        levels.append(Level.FAIL)
+    verdict = verdict_of(levels)
+    return Level.FAIL if strict and verdict is Level.WARN else verdict
+
+
+def _environment(facts: Mapping[str, Any]) -> dict[str, Any]:
+    """Where the run ran: Python, platform, this package, CI, then what backends and hooks added."""
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "trtparity": __version__,
+        "ci": ci_name(),
+        **facts,
+    }
+
+
+#: The contract's sections a summary copies verbatim, so a reader sees what was asked for.
+CRITERIA = ("tolerances", "default_tolerance", "invariants", "closed_loop", "latency", "memory")
+_EMPTY: dict[str, Any] = {"invariants": [], "default_tolerance": None}
+
+
+def criteria(contract_raw: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: contract_raw.get(k, _EMPTY.get(k, {})) for k in CRITERIA}
 
 
 def dumps(summary: Mapping[str, Any]) -> str:

@@ -5,25 +5,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..util import fmt
+from .model import RunView, SuiteView
+
 #: Findings printed per suite before the rest are only counted.
 MAX_FINDINGS = 5
 
-
-def _num(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.3g}"
-    if v is None:
-        return "-"
-    return str(v)
+_num = fmt.short
+_factor = fmt.ratio_short
 
 
-def _factor(v: Any) -> str:
-    return f"{v:.2g}x" if isinstance(v, float) else "-"
-
-
-def suite_lines(suite: str, body: Mapping[str, Any]) -> list[str]:
-    aggs = body.get("aggregates", {})
-    lines = [f"{suite}: {body.get('verdict')} ({body.get('chunks_run')} chunks)"]
+def suite_lines(body: SuiteView) -> list[str]:
+    """One suite: its verdict (`inconclusive` where latency could not judge), its per-output
+    aggregates, drift and harness lines, and its first findings."""
+    aggs = body.aggregates
+    lines = [f"{body.name}: {body.outcome} ({body.chunks_run} chunks)"]
     if aggs:
         lines.append(
             f"  {'output':<28} {'metric':<10} {'worst':>10} {'p95':>10} {'mean':>10} {'pass rate':>9}"
@@ -35,15 +31,15 @@ def suite_lines(suite: str, body: Mapping[str, Any]) -> list[str]:
             f"{_num(agg.get('p95')):>10} {_num(agg.get('mean')):>10} "
             f"{'-' if not isinstance(rate, float | int) else f'{rate:.0%}':>9}"
         )
-    lines += drift_lines(body.get("extra", {}).get("drift", {}))
-    lines += harness_lines(body.get("extra", {}).get("harness"))
-    findings = body.get("findings", [])
+    lines += drift_lines(body.drift)
+    lines += harness_lines(body.harness)
+    findings = body.findings
     for f in findings[:MAX_FINDINGS]:
-        lines.append(f"  {f['level'].upper()}: {f['message']}")
+        lines.append(f"  {f.level.upper()}: {f.message}")
     if len(findings) > MAX_FINDINGS:
         lines.append(f"  ... {len(findings) - MAX_FINDINGS} more findings in summary.json")
-    if body.get("error"):
-        lines.append(f"  ERROR: {body['error']}")
+    if body.error:
+        lines.append(f"  ERROR: {body.error}")
     return lines
 
 
@@ -98,24 +94,21 @@ def comparison_lines(comparison: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def summary_lines(summary: Mapping[str, Any], path: str | None) -> list[str]:
+def summary_lines(run: RunView, path: str | None) -> list[str]:
     lines: list[str] = []
-    for suite, body in summary.get("suites", {}).items():
-        lines += suite_lines(suite, body)
-    lines += comparison_lines(summary.get("comparison", {}))
-    not_run = summary.get("not_run", {})
-    if not_run:
-        lines.append("not run: " + "; ".join(f"{k}: {v}" for k, v in not_run.items()))
-    for err in summary.get("errors", []):
+    for body in run.suites.values():
+        lines += suite_lines(body)
+    lines += comparison_lines(run.comparison)
+    if run.not_run:
+        lines.append("not run: " + "; ".join(f"{k}: {v}" for k, v in run.not_run.items()))
+    for err in run.errors:
         lines.append(f"ERROR: {err}")
-    artifacts = summary.get("artifacts", {})
+    artifacts = run.artifacts
     if artifacts.get("folder"):
         plots = artifacts.get("plots", {})
         lines.append(
             f"artifacts: {artifacts['folder']} (summary.json, report.md, {len(plots)} plot(s)), "
-            f"run {summary.get('run_id')}"
+            f"run {run.run_id}"
         )
-    lines.append(
-        f"verdict: {str(summary.get('verdict', '?')).upper()}" + (f"  ({path})" if path else "")
-    )
+    lines.append(f"verdict: {run.verdict.upper()}" + (f"  ({path})" if path else ""))
     return lines

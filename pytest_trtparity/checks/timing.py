@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ..backends.base import StepTiming
+from ..util import fmt
 
 PERCENTILES = (50, 90, 95, 99)
 STABILITY_WINDOWS = 3
@@ -199,22 +200,6 @@ class DeviceStep(Protocol):
     def close(self) -> None: ...
 
 
-def fmt_ms(value: float | None) -> str:
-    if value is None or math.isnan(value):
-        return "-"
-    if value >= 100:
-        return f"{value:.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    if value >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3f}"
-
-
-def fmt_bytes(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if abs(value) >= size:
-            return f"{value / size:.1f} {unit}"
-    return f"{int(value)} B"
+#: Milliseconds and sizes as every check prints them (one implementation: `util.fmt`).
+fmt_ms = fmt.ms
+fmt_bytes = fmt.nbytes

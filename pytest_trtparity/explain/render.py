@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..util import fmt
 from .diagnosis import Diagnosis, explaining_probes
 from .names import display_name
 
@@ -15,7 +16,7 @@ def render_line(d: Diagnosis) -> str:
     head = f"explain {d.suite} {d.output!r} on chunk {d.chunk}:"
     first = d.first_divergence
     if first is None:
-        return f"{head} no intermediate tensor diverges from the source model ({d.metric} {d.output_error:.3g}, tier {d.tier:.3g})"
+        return f"{head} no intermediate tensor diverges from the source model ({d.metric} {fmt.sig(d.output_error)}, tier {fmt.sig(d.tier)})"
     where = f"{first.op_type} {_short(first.node)}" + (
         f" (module {first.module})" if first.module else ""
     )
@@ -30,7 +31,7 @@ def render_markdown(d: Diagnosis, plot: str | None = None) -> str:
     """A report section: where, how much, the chain down to the output, the probes, the notes."""
     lines = [f"### Diagnosis: {d.suite} output `{d.output}`, chunk {d.chunk}", ""]
     lines.append(
-        f"Output error ({d.metric}) {d.output_error:.3g} against the fail tier {d.tier:.3g}."
+        f"Output error ({d.metric}) {fmt.sig(d.output_error)} against the fail tier {fmt.sig(d.tier)}."
     )
     first = d.first_divergence
     if first is None:
@@ -43,8 +44,8 @@ def render_markdown(d: Diagnosis, plot: str | None = None) -> str:
             f"| tensor | `{_short(first.tensor)}` |",
             f"| node | `{_short(first.node)}` ({first.op_type}) |",
             f"| module | `{first.module or '-'}` |",
-            f"| error before (inputs) | {first.inputs_error:.3g} |",
-            f"| error after | {first.error:.3g} |",
+            f"| error before (inputs) | {fmt.sig(first.inputs_error)} |",
+            f"| error after | {fmt.sig(first.error)} |",
             f"| why | {first.reason} |",
             "",
             "Chain to the output: " + " → ".join(f"`{_short(t)}`" for t in d.chain),
@@ -52,7 +53,7 @@ def render_markdown(d: Diagnosis, plot: str | None = None) -> str:
         if first.inputs:
             lines.append(
                 "Inputs' error: "
-                + ", ".join(f"`{_short(k)}` {v:.3g}" for k, v in first.inputs.items())
+                + ", ".join(f"`{_short(k)}` {fmt.sig(v)}" for k, v in first.inputs.items())
             )
     if d.probes:
         lines += ["", "Probes:", *(f"- {p.sentence}" for p in d.probes)]

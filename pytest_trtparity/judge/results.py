@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..util.jsonfloat import decode_number, encode
 from .tiers import Finding, Level, verdict_of
 
 
@@ -40,7 +41,7 @@ class OutputSeries:
     def to_json(self) -> dict[str, Any]:
         return {
             "chunks": self.chunks,
-            "metrics": {k: [_enc(v) for v in vs] for k, vs in self.metrics.items()},
+            "metrics": {k: [encode(v) for v in vs] for k, vs in self.metrics.items()},
         }
 
     @classmethod
@@ -48,20 +49,8 @@ class OutputSeries:
         return cls(
             output=output,
             chunks=list(raw["chunks"]),
-            metrics={k: [_dec(v) for v in vs] for k, vs in raw["metrics"].items()},
+            metrics={k: [decode_number(v) for v in vs] for k, vs in raw["metrics"].items()},
         )
-
-
-def _enc(v: float) -> float | str:
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "Infinity" if v > 0 else "-Infinity"
-    return v
-
-
-def _dec(v: float | str) -> float:
-    return float(v) if not isinstance(v, str) else float(v.replace("Infinity", "inf"))
 
 
 @dataclass

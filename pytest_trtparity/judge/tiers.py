@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..contract.model import Tier, Tolerance
+from ..util import fmt
+from ..util.jsonfloat import decode, encode_optional
 
 
 class Level(IntEnum):
@@ -49,7 +51,7 @@ class Finding:
             "suite": self.suite,
             "output": self.output,
             "criterion": self.criterion,
-            "value": _json_float(self.value),
+            "value": encode_optional(self.value),
             "limit": self.limit,
             "chunk": self.chunk,
             "message": self.message,
@@ -64,40 +66,16 @@ class Finding:
             output=raw["output"],
             criterion=raw["criterion"],
             message=raw["message"],
-            value=_float_from_json(value),
+            value=decode(value),
             limit=raw.get("limit"),
             chunk=raw.get("chunk"),
         )
 
 
-def _float_from_json(v: Any) -> float | None:
-    """The inverse of `_json_float`: JSON has no NaN or infinity, so they travel as strings."""
-    if isinstance(v, int | float) and not isinstance(v, bool):
-        return float(v)
-    return (
-        {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}.get(v)
-        if isinstance(v, str)
-        else None
-    )
-
-
-def _json_float(v: float | None) -> float | str | None:
-    if v is None:
-        return None
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "Infinity" if v > 0 else "-Infinity"
-    return v
-
-
-def fmt_pair(value: float, limit: float) -> tuple[str, str]:
-    """Print both numbers with enough digits that a value just over a limit does not look equal to it."""
-    for digits in range(3, 18):
-        a, b = f"{value:.{digits}g}", f"{limit:.{digits}g}"
-        if a != b or value == limit:
-            return a, b
-    return repr(value), repr(limit)
+#: Value and limit with just enough digits to differ (one implementation: `util.fmt.pair`).
+fmt_pair = fmt.pair
+#: A finding's value read back from JSON (one implementation: `util.jsonfloat.decode`).
+_float_from_json = decode
 
 
 def judge(tier: Tier, value: float) -> tuple[Level, float | None]:
@@ -129,7 +107,7 @@ def describe(
     chunk: str | None = None,
     note: str = "",
 ) -> str:
-    v, lim = fmt_pair(value, limit)
+    v, lim = fmt.pair(value, limit)
     where = f" on chunk {chunk}" if chunk else ""
     side = "above" if higher_is_worse else "below"
     tier = "fail" if level is Level.FAIL else "warn"
