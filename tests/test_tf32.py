@@ -219,8 +219,8 @@ def test_trt_tf32_option_reaches_the_backend_options() -> None:
     assert _settings({"trt_tf32": True}, {}).tf32 is True
     assert _settings({}, {"trt_tf32": "true"}).tf32 is True
     for backend in ("torch", "onnxruntime"):
-        assert backend_options(_settings({"trt_tf32": True}, {}), backend)["tf32"] is True
-        assert backend_options(_settings({}, {}), backend)["tf32"] is False
+        assert backend_options(_settings({"trt_tf32": True}, {}), backend).tf32 is True
+        assert backend_options(_settings({}, {}), backend).tf32 is False
 
 
 @pytest.mark.parametrize("flag", [[], ["--trt-tf32"]])

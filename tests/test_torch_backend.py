@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from pytest_trtparity.backends import open_backend
+from pytest_trtparity.backends.options import TorchOptions
 from pytest_trtparity.backends.torch import TorchBackend, contract_options, parse_device
 from pytest_trtparity.contract.model import load_contract
 from pytest_trtparity.errors import (
@@ -253,7 +254,7 @@ def test_missing_torch_is_a_clear_error(cell_pt: Path, monkeypatch: pytest.Monke
     with pytest.raises(
         MissingDependencyError, match=r"needs PyTorch: pip install 'pytest-trtparity\[torch\]'"
     ):
-        TorchBackend(cell_pt, **NAMES).load()
+        TorchBackend(cell_pt, TorchOptions(**NAMES)).load()
 
 
 def test_importing_the_backend_does_not_import_torch() -> None:

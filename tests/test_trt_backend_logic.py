@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pytest_trtparity.backends.base import ProfileSelectable
+from pytest_trtparity.backends.options import TensorRTOptions
 from pytest_trtparity.backends.tensorrt import TensorRTBackend
 from pytest_trtparity.contract.model import Contract, contract_from_json
 from pytest_trtparity.errors import BackendError, BindingError, EngineLoadError, InvariantViolation
@@ -407,7 +409,7 @@ def write_plan(
 
 def open_fake(tmp_path: Path, **options: Any) -> TensorRTBackend:
     options.setdefault("contract", fake_contract())
-    return TensorRTBackend(write_plan(tmp_path), **options)
+    return TensorRTBackend(write_plan(tmp_path), TensorRTOptions(**options))
 
 
 def chunk(b: int, seed: int) -> dict[str, np.ndarray]:
@@ -502,7 +504,7 @@ def test_fetch_copies_only_what_is_compared_plus_invariant_outputs(
 def test_invariant_violation_fails_the_step(tmp_path: Path, fake_trt: Any) -> None:
     path = write_plan(tmp_path, make_plan(PROFILES, y_offset=5.0))
     with (
-        TensorRTBackend(path, contract=fake_contract()) as backend,
+        TensorRTBackend(path, TensorRTOptions(contract=fake_contract())) as backend,
         pytest.raises(InvariantViolation) as err,
     ):
         backend.run(chunk(1, 0), fetch=[])
@@ -512,6 +514,7 @@ def test_invariant_violation_fails_the_step(tmp_path: Path, fake_trt: Any) -> No
 def test_profile_is_chosen_per_chunk_and_can_be_pinned(tmp_path: Path, fake_trt: Any) -> None:
     with open_fake(tmp_path) as backend:
         assert backend.profile_names == ["one", "many"]  # matched to the contract by their shapes
+        assert isinstance(backend, ProfileSelectable)
         ctx = fake_trt.last_engine.contexts[0]
         backend.run(chunk(1, 0))
         assert ctx.profile == 0  # opt shapes equal the chunk's
@@ -541,7 +544,7 @@ def test_engine_io_is_checked_against_the_contract_at_load(tmp_path: Path, fake_
     with pytest.raises(
         BindingError, match="output 'y': engine dtype float32, contract says float16"
     ):
-        TensorRTBackend(write_plan(tmp_path), contract=contract).load()
+        TensorRTBackend(write_plan(tmp_path), TensorRTOptions(contract=contract)).load()
 
 
 def test_carrying_before_any_step_is_refused(tmp_path: Path, fake_trt: Any) -> None:

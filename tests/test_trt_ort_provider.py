@@ -9,13 +9,14 @@ import pytest
 
 from pytest_trtparity.backends import onnxruntime as ort_backend
 from pytest_trtparity.backends.factory import backend_options
+from pytest_trtparity.backends.options import OnnxRuntimeOptions
 from pytest_trtparity.errors import BackendError
 from pytest_trtparity.settings import resolve_settings
 
 
 def test_ep_options_enable_caches_and_follow_the_precision(tmp_path: Path) -> None:
     opts = ort_backend.tensorrt_ep_options(
-        {"trt_cache_dir": tmp_path, "precision": "fp16", "workspace": 1 << 30}
+        OnnxRuntimeOptions(trt_cache_dir=tmp_path, precision="fp16", workspace=1 << 30)
     )
     assert opts == {
         "trt_engine_cache_enable": "True",
@@ -25,8 +26,11 @@ def test_ep_options_enable_caches_and_follow_the_precision(tmp_path: Path) -> No
         "trt_fp16_enable": "True",
         "trt_max_workspace_size": str(1 << 30),
     }
-    assert "trt_fp16_enable" not in ort_backend.tensorrt_ep_options({"precision": "fp32"})
-    assert ort_backend.tensorrt_ep_options({"precision": "int8"})["trt_int8_enable"] == "True"
+    assert "trt_fp16_enable" not in ort_backend.tensorrt_ep_options(OnnxRuntimeOptions())
+    assert (
+        ort_backend.tensorrt_ep_options(OnnxRuntimeOptions(precision="int8"))["trt_int8_enable"]
+        == "True"
+    )
 
 
 def test_gate_settings_reach_the_ep(tmp_path: Path) -> None:
@@ -37,7 +41,11 @@ def test_gate_settings_reach_the_ep(tmp_path: Path) -> None:
         ini_base=tmp_path,
     )
     opts = backend_options(settings, "onnxruntime")
-    assert opts["trt_cache_dir"] == tmp_path / "ort-tensorrt" and opts["precision"] == "bf16"
+    assert isinstance(opts, OnnxRuntimeOptions)
+    assert opts.trt_cache_dir == tmp_path / "ort-tensorrt" and opts.precision == "bf16"
+    # a baseline is opened plainly: no provider engine cache, the default precision
+    plain = backend_options(settings, "onnxruntime", role="baseline")
+    assert plain == OnnxRuntimeOptions(provider="tensorrt")
 
 
 class FallbackSession:
@@ -64,7 +72,7 @@ def test_silent_cpu_fallback_is_an_error(
     )
     monkeypatch.setattr(onnxruntime, "InferenceSession", FallbackSession)
     backend = ort_backend.OnnxRuntimeBackend(
-        silero_onnx, provider="tensorrt", trt_cache_dir=tmp_path / "ep"
+        silero_onnx, OnnxRuntimeOptions(provider="tensorrt", trt_cache_dir=tmp_path / "ep")
     )
     with pytest.raises(
         BackendError,
@@ -86,4 +94,4 @@ def test_provider_missing_from_this_onnxruntime(silero_onnx: Path) -> None:
     if "TensorrtExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("this onnxruntime has the TensorRT execution provider")
     with pytest.raises(BackendError, match="has no TensorrtExecutionProvider"):
-        ort_backend.OnnxRuntimeBackend(silero_onnx, provider="tensorrt").load()
+        ort_backend.OnnxRuntimeBackend(silero_onnx, OnnxRuntimeOptions(provider="tensorrt")).load()

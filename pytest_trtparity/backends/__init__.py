@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .base import Backend, BackendInfo, IOInfo
+from .options import BackendOptions, from_keywords
 
 #: backend name -> "module:class", imported on first use.
 REGISTRY: dict[str, str] = {
@@ -49,10 +50,32 @@ def backend_class(name: str) -> type[Backend]:
     return loaded
 
 
-def open_backend(path: str | Path, backend: str | None = None, **options: Any) -> Backend:
-    """Create (not yet load) the backend for an engine file."""
+def open_backend(
+    path: str | Path,
+    backend: str | None = None,
+    options: BackendOptions | None = None,
+    **keywords: Any,
+) -> Backend:
+    """Create (not yet load) the backend for an engine file.
+
+    Pass the backend's typed options (`factory.py` builds them from the gate's settings), or, as a
+    convenience, their fields as keywords: those become the typed options at once, and a name the
+    backend does not take is a ConfigError."""
     p = Path(path)
-    return backend_class(backend_name_for(p, backend))(p, **options)
+    name = backend_name_for(p, backend)
+    cls = backend_class(name)
+    if keywords:
+        if options is not None:
+            raise ConfigError(f"{p}: pass the {name} backend's options or keywords, not both")
+        options = from_keywords(cls.options_type, keywords, backend=name)
+    return cls(p, options)
 
 
-__all__ = ["Backend", "BackendInfo", "IOInfo", "backend_name_for", "open_backend"]
+__all__ = [
+    "Backend",
+    "BackendInfo",
+    "BackendOptions",
+    "IOInfo",
+    "backend_name_for",
+    "open_backend",
+]

@@ -14,14 +14,18 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..contract import dtypes
 from ..contract.io import DimLike as DimLike
 from ..contract.io import IOInfo as IOInfo
-from ..errors import BindingError, EngineLoadError
+from ..errors import BindingError, ConfigError, EngineLoadError
+from .options import BackendOptions
+
+#: The device-side split of one step in milliseconds: host-to-device, compute, device-to-host.
+DeviceSplit = tuple[float, float, float]
 
 
 @dataclass(frozen=True)
@@ -101,11 +105,21 @@ class Backend(ABC):
     """
 
     kind: ClassVar[str] = "base"
+    #: the options this backend takes; `open_backend` converts keywords to it
+    options_type: ClassVar[type[BackendOptions]] = BackendOptions
 
-    def __init__(self, path: str | Path, **options: Any) -> None:
+    def __init__(self, path: str | Path, options: BackendOptions | None = None) -> None:
         self.path = Path(path)
+        if options is None:
+            options = self.options_type()
+        if not isinstance(options, self.options_type):
+            raise ConfigError(
+                f"{self.path}: the {self.kind} backend takes {self.options_type.__name__}, "
+                f"not {type(options).__name__}"
+            )
         self.options = options
         self._loaded = False
+        self._have_state = False
         self._last: dict[str, np.ndarray] = {}
         self._inputs: tuple[IOInfo, ...] = ()
         self._outputs: tuple[IOInfo, ...] = ()
@@ -122,6 +136,7 @@ class Backend(ABC):
             self._close_impl()
             self._loaded = False
             self._last = {}
+            self._have_state = False
 
     def __enter__(self) -> Backend:
         return self.load()
@@ -155,6 +170,7 @@ class Backend(ABC):
     def reset_state(self) -> None:
         """Forget carried outputs: the next step starts a new stream."""
         self._last = {}
+        self._have_state = False
 
     def run(
         self,
@@ -163,16 +179,8 @@ class Backend(ABC):
         carry: Mapping[str, str] | None = None,
         fetch: Collection[str] | None = None,
     ) -> dict[str, np.ndarray]:
-        self.load()
-        carry = dict(carry or {})
-        self.check_feeds(feeds, carry)
-        if carry and not self._last:
-            raise BindingError("closed loop asked to carry state before any step produced it")
-        out = self._run_impl(feeds, carry, fetch)
-        self._last = out
-        if fetch is None:
-            return dict(out)
-        return {k: v for k, v in out.items() if k in fetch}
+        carried = self._checked(feeds, carry)
+        return self._finish(self._run_impl(feeds, carried, fetch), fetch)
 
     def run_timed(
         self,
@@ -181,11 +189,38 @@ class Backend(ABC):
         carry: Mapping[str, str] | None = None,
         fetch: Collection[str] | None = None,
     ) -> tuple[dict[str, np.ndarray], StepTiming]:
-        """`run`, timed. Host backends time with perf_counter; GPU backends override this to
-        synchronise and add the CUDA-event split."""
+        """`run`, timed: host wall time around the whole step (checks included), plus the device
+        split where the backend measures one (`_run_timed_impl`)."""
         start = time.perf_counter()
-        out = self.run(feeds, carry=carry, fetch=fetch)
-        return out, StepTiming(total_ms=(time.perf_counter() - start) * 1e3)
+        carried = self._checked(feeds, carry)
+        out, split = self._run_timed_impl(feeds, carried, fetch)
+        out = self._finish(out, fetch)
+        total = (time.perf_counter() - start) * 1e3
+        if split is None:
+            return out, StepTiming(total_ms=total)
+        return out, StepTiming(
+            total_ms=total, h2d_ms=split[0], compute_ms=split[1], d2h_ms=split[2]
+        )
+
+    def _checked(
+        self, feeds: Mapping[str, np.ndarray], carry: Mapping[str, str] | None
+    ) -> dict[str, str]:
+        """The checks every step passes before a backend sees it; the carry map, copied."""
+        self.load()
+        carried = dict(carry or {})
+        self.check_feeds(feeds, carried)
+        if carried and not self._have_state:
+            raise BindingError("closed loop asked to carry state before any step produced it")
+        return carried
+
+    def _finish(
+        self, out: dict[str, np.ndarray], fetch: Collection[str] | None
+    ) -> dict[str, np.ndarray]:
+        self._last = out
+        self._have_state = True
+        if fetch is None:
+            return dict(out)
+        return {k: v for k, v in out.items() if k in fetch}
 
     def check_feeds(self, feeds: Mapping[str, np.ndarray], carry: Mapping[str, str]) -> None:
         names = {i.name for i in self.inputs}
@@ -241,5 +276,75 @@ class Backend(ABC):
             merged[inp] = self._last[out]
         return self._infer(merged)
 
+    def _run_timed_impl(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        carry: Mapping[str, str],
+        fetch: Collection[str] | None,
+    ) -> tuple[dict[str, np.ndarray], DeviceSplit | None]:
+        """Default: no device split; GPU backends measure one with CUDA events."""
+        return self._run_impl(feeds, carry, fetch), None
+
     @abstractmethod
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+# -- optional features ---------------------------------------------------------------------------
+# Not every runtime can do everything; a check asks with isinstance (these are runtime checkable)
+# rather than probing attribute names, so a renamed method is a type error, not a silent skip.
+
+
+@runtime_checkable
+class DeviceStep(Protocol):
+    """One engine step on inputs already resident on the device, for timing compute alone.
+
+    Calling it runs the step (a CUDA graph replay when `graphs` is True), waits for the device and
+    returns the CUDA-event time of the step in milliseconds. Carried state is fed back on the device.
+    """
+
+    graphs: bool
+    note: str
+
+    def __call__(self) -> float: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class DeviceTimed(Protocol):
+    """A backend that can time compute alone on device-resident inputs (latency's device timing)."""
+
+    def device_step(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        *,
+        carry: Mapping[str, str] | None = None,
+        graphs: bool = False,
+    ) -> DeviceStep: ...
+
+
+@runtime_checkable
+class OnGpu(Protocol):
+    """A backend that can say which CUDA device it runs on (None: this instance runs on the host)."""
+
+    def gpu_index(self) -> int | None: ...
+
+
+@runtime_checkable
+class DeviceMemoryReporter(Protocol):
+    """A backend whose runtime counts its own peak device memory (None while it cannot say)."""
+
+    def peak_device_bytes(self) -> int | None: ...
+
+
+@runtime_checkable
+class ProfileSelectable(Protocol):
+    """An engine with named optimization profiles that can be pinned one at a time (TensorRT).
+
+    Python before 3.12 reads `profile_names` to answer isinstance, which loads the engine: ask
+    about a loaded backend."""
+
+    @property
+    def profile_names(self) -> list[str]: ...
+
+    def pin_profile(self, profile: str | int | None) -> None: ...

@@ -8,12 +8,18 @@ rebuilds only what changed, then opens it with the TensorRT backend like any oth
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import ConfigError
 from ..settings import GateSettings
 from . import backend_name_for, open_backend
 from .base import Backend
+from .options import BackendOptions, OnnxRuntimeOptions, TensorRTOptions
+
+#: The engine under test, or the second engine it is compared with (--trt-baseline): a baseline
+#: is opened plainly, without the engine's contract check, CUDA graphs or provider engine cache.
+Role = Literal["engine", "baseline"]
+TENSORRT_BACKENDS = ("tensorrt", "tensorrt-rtx")
 
 ORT_TRT_CACHE = "ort-tensorrt"
 
@@ -50,36 +56,61 @@ def build_on_demand(
     return result.engine
 
 
-def backend_options(settings: GateSettings, backend: str) -> dict[str, Any]:
-    options: dict[str, Any] = {
-        "provider": settings.provider,
-        "threads": settings.threads,
-        "tf32": settings.tf32,
-    }
-    if backend == "onnxruntime" and settings.provider == "tensorrt":
-        from ..trt.cache import default_cache_dir
+def backend_options(
+    settings: GateSettings, backend: str, contract: Any = None, *, role: Role = "engine"
+) -> BackendOptions:
+    """The typed options of `backend` from the gate's settings: the one place they are built."""
+    if backend == "onnxruntime":
+        return _onnxruntime_options(settings, role)
+    if backend == "torch":
+        from .torch import gate_options
 
-        options["trt_cache_dir"] = (settings.cache_dir or default_cache_dir()) / ORT_TRT_CACHE
-        options["precision"] = settings.precision
-    return options
+        return gate_options(
+            contract,
+            entry=settings.torch_entry,
+            device=settings.torch_device,
+            threads=settings.threads,
+            tf32=settings.tf32,
+        )
+    if backend in TENSORRT_BACKENDS:
+        engine = role == "engine"
+        return TensorRTOptions(
+            threads=settings.threads,
+            tf32=settings.tf32,
+            contract=contract if engine else None,
+            cuda_graphs=settings.cuda_graphs if engine else False,
+        )
+    raise ConfigError(f"backend {backend!r}: no options known for it")
+
+
+def _onnxruntime_options(settings: GateSettings, role: Role) -> OnnxRuntimeOptions:
+    provider, threads, tf32 = settings.provider, settings.threads, settings.tf32
+    if role != "engine" or provider != "tensorrt":
+        return OnnxRuntimeOptions(provider=provider, threads=threads, tf32=tf32)
+    from ..trt.cache import default_cache_dir
+
+    return OnnxRuntimeOptions(
+        provider=provider,
+        threads=threads,
+        tf32=tf32,
+        trt_cache_dir=(settings.cache_dir or default_cache_dir()) / ORT_TRT_CACHE,
+        precision=settings.precision,
+    )
 
 
 def open_engine(settings: GateSettings) -> Backend:
     """The engine under test, loaded."""
     engine = settings.require("engine")
     name = backend_name_for(engine, settings.backend)
-    options = backend_options(settings, name)
-    if name in ("tensorrt", "tensorrt-rtx"):
-        contract = _contract(settings)
-        if engine.suffix.lower() == ".onnx":
-            engine = build_on_demand(settings, engine, contract, builder=name)
-        options.update(contract=contract, cuda_graphs=settings.cuda_graphs)
-    if name == "torch":
-        from .torch import gate_options
+    contract = _contract(settings) if name in (*TENSORRT_BACKENDS, "torch") else None
+    if name in TENSORRT_BACKENDS and engine.suffix.lower() == ".onnx":
+        engine = build_on_demand(settings, engine, contract, builder=name)
+    return open_backend(engine, name, backend_options(settings, name, contract)).load()
 
-        options.update(
-            gate_options(
-                _contract(settings), entry=settings.torch_entry, device=settings.torch_device
-            )
-        )
-    return open_backend(engine, name, **options).load()
+
+def open_baseline(settings: GateSettings, contract: Any) -> Backend:
+    """The baseline named by --trt-baseline, loaded; its backend comes from its extension."""
+    path = settings.require("baseline")
+    name = backend_name_for(path)
+    options = backend_options(settings, name, contract, role="baseline")
+    return open_backend(path, name, options).load()

@@ -19,6 +19,7 @@ from ..errors import BackendError, EngineLoadError, MissingDependencyError
 from ..util.hashing import file_sha256
 from .base import Backend, BackendInfo, IOInfo, host_cpu_name, read_engine_file
 from .gpu_facts import cublas_version, cudnn_version, gpu_clocks, visible_index
+from .options import OnnxRuntimeOptions
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -48,31 +49,37 @@ def parse_provider(name: str) -> str:
     )
 
 
-def tensorrt_ep_options(options: Mapping[str, Any]) -> dict[str, str]:
+def tensorrt_ep_options(options: OnnxRuntimeOptions) -> dict[str, str]:
     """Options for onnxruntime's TensorRT execution provider.
 
     Engine and timing caches (under the gate's cache folder) keep a second run from rebuilding, and
     the precision follows --trt-precision so both TensorRT paths build the same kind of engine.
     """
     out = {"trt_engine_cache_enable": "True", "trt_timing_cache_enable": "True"}
-    cache = options.get("trt_cache_dir")
+    cache = options.trt_cache_dir
     if cache:
         out["trt_engine_cache_path"] = str(cache)
         out["trt_timing_cache_path"] = str(cache)
-    precision = str(options.get("precision") or "fp32")
     flag = {"fp16": "trt_fp16_enable", "bf16": "trt_bf16_enable", "int8": "trt_int8_enable"}.get(
-        precision
+        options.precision
     )
     if flag:
         out[flag] = "True"
-    if options.get("workspace"):
-        out["trt_max_workspace_size"] = str(int(options["workspace"]))
-    return out
+    if options.workspace:
+        out["trt_max_workspace_size"] = str(int(options.workspace))
+    return _with_device(out, options)
 
 
-def cuda_ep_options(options: Mapping[str, Any]) -> dict[str, str]:
+def cuda_ep_options(options: OnnxRuntimeOptions) -> dict[str, str]:
     """Options for onnxruntime's CUDA execution provider: TF32 off unless `tf32` asks for it."""
-    return {"use_tf32": "1" if options.get("tf32") else "0"}
+    return _with_device({"use_tf32": "1" if options.tf32 else "0"}, options)
+
+
+def _with_device(out: dict[str, str], options: OnnxRuntimeOptions) -> dict[str, str]:
+    """The provider's `device_id` where another GPU than the first is asked for."""
+    if options.device_id:
+        out["device_id"] = str(int(options.device_id))
+    return out
 
 
 def _dim(d: Any) -> int | str | None:
@@ -81,10 +88,12 @@ def _dim(d: Any) -> int | str | None:
 
 class OnnxRuntimeBackend(Backend):
     kind = "onnxruntime"
+    options_type = OnnxRuntimeOptions
+    options: OnnxRuntimeOptions
 
     def _load_impl(self) -> tuple[tuple[IOInfo, ...], tuple[IOInfo, ...]]:
         ort = _import_ort()
-        self.provider = parse_provider(str(self.options.get("provider") or "cpu"))
+        self.provider = parse_provider(self.options.provider or "cpu")
         available = ort.get_available_providers()
         if self.provider not in available:
             raise BackendError(
@@ -93,7 +102,7 @@ class OnnxRuntimeBackend(Backend):
             )
         model = read_engine_file(self.path)
         opts = ort.SessionOptions()
-        threads = int(self.options.get("threads") or 0)
+        threads = self.options.threads
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
@@ -188,6 +197,12 @@ class OnnxRuntimeBackend(Backend):
             result[out.name] = dtypes.bfloat16_bits_to_float32(bits)
         return result
 
+    def gpu_index(self) -> int | None:
+        """The GPU of the CUDA and TensorRT providers; None on the CPU provider (`OnGpu`)."""
+        if parse_provider(self.options.provider or "cpu") == PROVIDERS["cpu"]:
+            return None
+        return self.options.device_id
+
     def info(self) -> BackendInfo:
         self.load()
         return BackendInfo(
@@ -199,7 +214,7 @@ class OnnxRuntimeBackend(Backend):
             engine_bytes=self._engine_bytes,
             provider=self.provider,
             extra={
-                "threads": int(self.options.get("threads") or 0) or os.cpu_count(),
+                "threads": self.options.threads or os.cpu_count(),
                 **(self._cuda_facts() if self.provider == PROVIDERS["cuda"] else {}),
             },
         )
@@ -211,7 +226,7 @@ class OnnxRuntimeBackend(Backend):
         use_tf32 = applied.get("use_tf32")
         uuid, index = visible_index(int(applied.get("device_id", 0) or 0))
         facts: dict[str, Any] = {
-            "tf32_requested": bool(self.options.get("tf32")),
+            "tf32_requested": self.options.tf32,
             "use_tf32": use_tf32,
             "tf32": None if use_tf32 is None else str(use_tf32) == "1",
             "cudnn": cudnn_version(),

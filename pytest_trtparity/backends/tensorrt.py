@@ -20,7 +20,6 @@ What it guarantees, beyond running the engine:
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -28,7 +27,6 @@ import numpy as np
 
 from ..contract.bindings import engine_problems
 from ..contract.invariants import violation
-from ..contract.model import Contract
 from ..errors import (
     BackendError,
     BindingError,
@@ -40,7 +38,8 @@ from ..errors import (
 from ..trt import api, compat, cuda
 from ..trt.profiles import Range, choose_profile, match_profile_names, plan_profiles
 from ..trt.tensors import TensorDesc, from_device_layout, nbytes, to_device_layout
-from .base import Backend, BackendInfo, IOInfo, StepTiming, read_engine_file
+from .base import Backend, BackendInfo, DeviceSplit, IOInfo, read_engine_file
+from .options import TensorRTOptions
 
 #: Byte that makes every float16, bfloat16 and float32 element a NaN (and integers -1).
 NAN_FILL = 0xFF
@@ -50,27 +49,49 @@ GraphKey = tuple[int, tuple[tuple[str, tuple[int, ...]], ...], tuple[int, ...]]
 
 class TensorRTBackend(Backend):
     kind = "tensorrt"
-    #: the runtime module family; None: as the build report says, else TensorRT
+    options_type = TensorRTOptions
+    options: TensorRTOptions
+    #: the runtime module family when the options name none; None: as the build report says
     flavour: str | None = None
 
     # -- loading -------------------------------------------------------------------------------
     def _find_gpu(self) -> cuda.DeviceInfo:
         """The GPU to run on, or ExecutionUnavailable naming why there is none."""
         try:
-            return cuda.require_device(int(self.options.get("device") or 0))
+            return cuda.require_device(self.options.device)
         except MissingDependencyError as exc:
             raise ExecutionUnavailable(
                 f"{self.path}: cannot look for a GPU to run the engine on: {exc}"
             ) from None
 
+    def gpu_index(self) -> int:
+        """The CUDA device the engine runs on (`OnGpu`)."""
+        return self.options.device
+
     def _load_impl(self) -> tuple[tuple[IOInfo, ...], tuple[IOInfo, ...]]:
-        data = read_engine_file(self.path)
+        self._deserialize(read_engine_file(self.path))
+        self._io = {d.name: d for d in api.describe_io(self._trt, self._engine)}
+        ins = tuple(IOInfo(d.name, d.dtype, d.shape) for d in self._io.values() if d.is_input)
+        outs = tuple(IOInfo(d.name, d.dtype, d.shape) for d in self._io.values() if not d.is_input)
+        self._contract = self.options.contract
+        self._check_contract(ins, outs)
+        device_inputs = [d.name for d in self._io.values() if d.is_input and not d.on_host]
+        self._profiles: list[dict[str, Range]] = api.profile_ranges(self._engine, device_inputs)
+        self._profile_names = self._name_profiles()
+        self._context = api.new_context(self._engine, self._logger)
+        self._prepare_run_state()
+        return ins, outs
+
+    def _deserialize(self, data: bytes) -> None:
+        """The runtime and engine from the plan's bytes, after the build report's checks: another
+        TensorRT or another GPU is refused before TensorRT sees the plan."""
         self._meta = compat.read_meta(self.path)
-        flavour = self.flavour or (self._meta.flavour if self._meta else "tensorrt")
+        flavour = (
+            self.options.flavour or self.flavour or (self._meta.flavour if self._meta else None)
+        )
         self._res = cuda.Resources()
         self._gpu = self._find_gpu()
-        trt = api.import_runtime(flavour)
-        self._trt = trt
+        trt = self._trt = api.import_runtime(flavour or "tensorrt")
         self._version = api.version(trt)
         self._bytes = len(data)
         self._sha = hashlib.sha256(data).hexdigest()
@@ -88,36 +109,38 @@ class TensorRTBackend(Backend):
         self._runtime, self._engine = api.deserialize(
             trt, data, self._logger, allow_host_code=allow_host
         )
-        del data
         if self._engine is None:
-            refusal = compat.gpu_refusal(self.path, api.title(trt), api.last_lines(self._logger))
-            if refusal is not None:
-                raise ExecutionUnavailable(refusal)
-            raise EngineLoadError(
-                compat.deserialize_failure(
-                    self.path,
-                    self._sha,
-                    installed_version=self._version,
-                    meta=self._meta,
-                    log=api.last_lines(self._logger),
-                    lean=api.is_lean(trt),
-                )
+            raise self._deserialize_error()
+
+    def _deserialize_error(self) -> BackendError:
+        """Why the plan did not deserialize: a GPU the runtime refuses, else the log's account."""
+        trt, log = self._trt, api.last_lines(self._logger)
+        refusal = compat.gpu_refusal(self.path, api.title(trt), log)
+        if refusal is not None:
+            return ExecutionUnavailable(refusal)
+        return EngineLoadError(
+            compat.deserialize_failure(
+                self.path,
+                self._sha,
+                installed_version=self._version,
+                meta=self._meta,
+                log=log,
+                lean=api.is_lean(trt),
             )
-        self._io = {d.name: d for d in api.describe_io(trt, self._engine)}
-        ins = tuple(IOInfo(d.name, d.dtype, d.shape) for d in self._io.values() if d.is_input)
-        outs = tuple(IOInfo(d.name, d.dtype, d.shape) for d in self._io.values() if not d.is_input)
-        self._contract: Contract | None = self.options.get("contract")
-        if self._contract is not None:
-            problems = list(engine_problems(self._contract, ins, outs))
-            if problems:
-                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-                raise BindingError(
-                    f"{self.path}: engine does not match {self._contract.where}: {problems[0]}{more}"
-                )
-        device_inputs = [d.name for d in self._io.values() if d.is_input and not d.on_host]
-        self._profiles: list[dict[str, Range]] = api.profile_ranges(self._engine, device_inputs)
-        self._profile_names = self._name_profiles()
-        self._context = api.new_context(self._engine, self._logger)
+        )
+
+    def _check_contract(self, ins: tuple[IOInfo, ...], outs: tuple[IOInfo, ...]) -> None:
+        if self._contract is None:
+            return
+        problems = list(engine_problems(self._contract, ins, outs))
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise BindingError(
+                f"{self.path}: engine does not match {self._contract.where}: {problems[0]}{more}"
+            )
+
+    def _prepare_run_state(self) -> None:
+        """Stream, events and the (empty) buffer pools and CUDA graph cache of a fresh load."""
         self._stream = self._res.add(cuda.Stream())
         self._events = [self._res.add(cuda.Event()) for _ in range(4)]
         self._current: dict[str, cuda.DeviceBuffer] = {}
@@ -126,13 +149,11 @@ class TensorRTBackend(Backend):
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._active = -1
         self._pinned_profile: int | None = None
-        self._have_state = False
-        self._use_graphs = bool(self.options.get("cuda_graphs"))
+        self._use_graphs = self.options.cuda_graphs
         self._graphs: dict[GraphKey, cuda.CudaGraph | None] = {}
         self._warm: set[GraphKey] = set()
         self.graph_notes: list[str] = []
-        self._check_invariants = bool(self.options.get("check_invariants", True))
-        return ins, outs
+        self._check_invariants = self.options.check_invariants
 
     def _name_profiles(self) -> list[str]:
         count = len(self._profiles)
@@ -196,51 +217,6 @@ class TensorRTBackend(Backend):
         return index
 
     # -- running -------------------------------------------------------------------------------
-    def reset_state(self) -> None:
-        super().reset_state()
-        self._have_state = False
-
-    def run(
-        self,
-        feeds: Mapping[str, np.ndarray],
-        *,
-        carry: Mapping[str, str] | None = None,
-        fetch: Collection[str] | None = None,
-    ) -> dict[str, np.ndarray]:
-        return self._checked_step(feeds, carry, fetch, timed=False)[0]
-
-    def run_timed(
-        self,
-        feeds: Mapping[str, np.ndarray],
-        *,
-        carry: Mapping[str, str] | None = None,
-        fetch: Collection[str] | None = None,
-    ) -> tuple[dict[str, np.ndarray], StepTiming]:
-        """One step timed two ways: host wall time around the whole step, and the device split
-        (host-to-device copies, compute, device-to-host copies) from CUDA events on the stream."""
-        start = time.perf_counter()
-        out, split = self._checked_step(feeds, carry, fetch, timed=True)
-        total = (time.perf_counter() - start) * 1e3
-        assert split is not None
-        return out, StepTiming(
-            total_ms=total, h2d_ms=split[0], compute_ms=split[1], d2h_ms=split[2]
-        )
-
-    def _checked_step(
-        self,
-        feeds: Mapping[str, np.ndarray],
-        carry: Mapping[str, str] | None,
-        fetch: Collection[str] | None,
-        *,
-        timed: bool,
-    ) -> tuple[dict[str, np.ndarray], tuple[float, float, float] | None]:
-        self.load()
-        carried = dict(carry or {})
-        self.check_feeds(feeds, carried)
-        if carried and not self._have_state:
-            raise BindingError("closed loop asked to carry state before any step produced it")
-        return self._step(feeds, carried, fetch, timed=timed)
-
     def _run_impl(
         self,
         feeds: Mapping[str, np.ndarray],
@@ -248,6 +224,16 @@ class TensorRTBackend(Backend):
         fetch: Collection[str] | None = None,
     ) -> dict[str, np.ndarray]:
         return self._step(feeds, carry, fetch, timed=False)[0]
+
+    def _run_timed_impl(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        carry: Mapping[str, str],
+        fetch: Collection[str] | None,
+    ) -> tuple[dict[str, np.ndarray], DeviceSplit | None]:
+        """The device split (host-to-device copies, compute, device-to-host copies) from CUDA
+        events on the stream."""
+        return self._step(feeds, carry, fetch, timed=True)
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._step(feeds, {}, None, timed=False)[0]
@@ -259,40 +245,14 @@ class TensorRTBackend(Backend):
         fetch: Collection[str] | None,
         *,
         timed: bool,
-    ) -> tuple[dict[str, np.ndarray], tuple[float, float, float] | None]:
-        log = self._logger
+    ) -> tuple[dict[str, np.ndarray], DeviceSplit | None]:
         shapes = {k: tuple(int(d) for d in v.shape) for k, v in feeds.items()}
         for inp, out in carry.items():
             shapes[inp] = self._shapes[out]
-        index = self._profile_for(shapes)
-        if index != self._active:
-            api.select_profile(self._context, index, self._stream.ptr, log)
-            self._active = index
-        for name, shape in shapes.items():
-            api.set_input_shape(self._context, name, shape, log)
-        api.resolve_shapes(self._context, log)
+        index = self._set_shapes(shapes)
         outputs = [d for d in self._io.values() if not d.is_input]
         out_shapes = {d.name: api.tensor_shape(self._context, d.name) for d in outputs}
-        for name, shape in out_shapes.items():
-            if any(dim < 0 for dim in shape):
-                raise BackendError(
-                    f"{self.path.name}: output {name!r} has data-dependent shape {list(shape)}; not supported"
-                )
-        sources = set(carry.values())
-        addresses: dict[str, int] = {}
-        for inp, out in carry.items():
-            if self._io[inp].dtype != self._io[out].dtype:
-                raise BindingError(
-                    f"{self.path.name}: carry {inp!r} <- {out!r}: input is {self._io[inp].dtype}, output is {self._io[out].dtype}"
-                )
-            addresses[inp] = self._current[out].ptr
-        targets: dict[str, cuda.DeviceBuffer] = {}
-        for desc in outputs:  # a fresh buffer for state, NaN everywhere: stale data cannot pass
-            size = nbytes(desc.dtype, out_shapes[desc.name])
-            pool = self._spare if desc.name in sources else self._current
-            targets[desc.name] = buf = self._ensure(pool, desc.name, size)
-            buf.fill_async(NAN_FILL, self._stream, size)
-            addresses[desc.name] = buf.ptr
+        addresses, targets = self._bind_outputs(outputs, out_shapes, carry)
         ev = self._events
         if timed:
             ev[0].record(self._stream)
@@ -301,20 +261,75 @@ class TensorRTBackend(Backend):
         if timed:
             ev[1].record(self._stream)
         for name, address in addresses.items():
-            api.bind(self._context, name, address, log)
+            api.bind(self._context, name, address, self._logger)
         self._execute(index, shapes, addresses)
         if timed:
             ev[2].record(self._stream)
-        for name in sources:  # the buffer just written becomes the state the next step reads
+        for name in set(carry.values()):  # the buffer just written is the state the next step reads
             self._current[name], self._spare[name] = targets[name], self._current[name]
-        for name, shape in out_shapes.items():
-            self._shapes[name] = shape
+        self._shapes.update(out_shapes)
         wanted = self._copy_back(outputs, out_shapes, fetch)
         if timed:
             ev[3].record(self._stream)
         self._stream.synchronize()
-        self._have_state = True
-        host = {
+        host = self._host_outputs(outputs, out_shapes, wanted)
+        self._check(host)
+        split = None
+        if timed:
+            split = (ev[1].elapsed_ms(ev[0]), ev[2].elapsed_ms(ev[1]), ev[3].elapsed_ms(ev[2]))
+        result = host if fetch is None else {k: v for k, v in host.items() if k in fetch}
+        return result, split
+
+    def _set_shapes(self, shapes: Mapping[str, tuple[int, ...]]) -> int:
+        """Select the profile for these input shapes and set them; the profile's index."""
+        log = self._logger
+        index = self._profile_for(shapes)
+        if index != self._active:
+            api.select_profile(self._context, index, self._stream.ptr, log)
+            self._active = index
+        for name, shape in shapes.items():
+            api.set_input_shape(self._context, name, shape, log)
+        api.resolve_shapes(self._context, log)
+        return index
+
+    def _bind_outputs(
+        self,
+        outputs: list[TensorDesc],
+        out_shapes: Mapping[str, tuple[int, ...]],
+        carry: Mapping[str, str],
+    ) -> tuple[dict[str, int], dict[str, cuda.DeviceBuffer]]:
+        """Addresses of the carried inputs (the state the last step wrote) and of every output (a
+        fresh buffer for state, NaN everywhere: stale data cannot pass), and the output buffers."""
+        for name, shape in out_shapes.items():
+            if any(dim < 0 for dim in shape):
+                raise BackendError(
+                    f"{self.path.name}: output {name!r} has data-dependent shape {list(shape)}; not supported"
+                )
+        addresses: dict[str, int] = {}
+        for inp, out in carry.items():
+            if self._io[inp].dtype != self._io[out].dtype:
+                raise BindingError(
+                    f"{self.path.name}: carry {inp!r} <- {out!r}: input is {self._io[inp].dtype}, output is {self._io[out].dtype}"
+                )
+            addresses[inp] = self._current[out].ptr
+        sources = set(carry.values())
+        targets: dict[str, cuda.DeviceBuffer] = {}
+        for desc in outputs:
+            size = nbytes(desc.dtype, out_shapes[desc.name])
+            pool = self._spare if desc.name in sources else self._current
+            targets[desc.name] = buf = self._ensure(pool, desc.name, size)
+            buf.fill_async(NAN_FILL, self._stream, size)
+            addresses[desc.name] = buf.ptr
+        return addresses, targets
+
+    def _host_outputs(
+        self,
+        outputs: list[TensorDesc],
+        out_shapes: Mapping[str, tuple[int, ...]],
+        wanted: set[str],
+    ) -> dict[str, np.ndarray]:
+        """The copied-back outputs as host arrays, read from their pinned buffers."""
+        return {
             d.name: from_device_layout(
                 self._pinned[d.name].view(nbytes(d.dtype, out_shapes[d.name])),
                 d.dtype,
@@ -323,12 +338,6 @@ class TensorRTBackend(Backend):
             for d in outputs
             if d.name in wanted
         }
-        self._check(host)
-        split = None
-        if timed:
-            split = (ev[1].elapsed_ms(ev[0]), ev[2].elapsed_ms(ev[1]), ev[3].elapsed_ms(ev[2]))
-        result = host if fetch is None else {k: v for k, v in host.items() if k in fetch}
-        return result, split
 
     def _stage_input(self, desc: TensorDesc, array: np.ndarray) -> int:
         raw = to_device_layout(array, desc.dtype)

@@ -18,7 +18,7 @@ import inspect
 import re
 import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +27,9 @@ import numpy as np
 from ..contract import dtypes
 from ..errors import BackendError, BindingError, EngineLoadError, MissingDependencyError
 from ..util.hashing import file_sha256
-from .base import Backend, BackendInfo, DimLike, IOInfo, StepTiming, host_cpu_name
+from .base import Backend, BackendInfo, DeviceSplit, IOInfo, host_cpu_name
 from .gpu_facts import cublas_version, format_cudnn, gpu_clocks, nvml_uuid
+from .options import Spec, TorchOptions
 from .torch_math import apply_tf32, tf32_in_force
 
 if TYPE_CHECKING:
@@ -39,7 +40,6 @@ EXPORT_SUFFIXES = (".pt2",)
 _DEVICE = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
 #: Schema types passed as Python scalars rather than tensors.
 _SCALAR_TYPES = {"int": int, "float": float, "bool": bool}
-Spec = tuple[str, Sequence[DimLike]]
 
 
 def _import_torch() -> Any:
@@ -66,10 +66,11 @@ def parse_device(text: str) -> str:
 
 
 def contract_options(contract: Contract) -> dict[str, Any]:
-    """What a TorchScript module cannot say about itself, taken from the contract."""
+    """What a TorchScript module cannot say about itself, taken from the contract (as keywords
+    for `open_backend` or `TorchOptions`)."""
     return {
-        "input_names": contract.input_names,
-        "output_names": contract.output_names,
+        "input_names": tuple(contract.input_names),
+        "output_names": tuple(contract.output_names),
         "optional_inputs": tuple(t.name for t in contract.inputs if t.optional),
         "specs": {t.name: (t.dtype, tuple(t.shape)) for t in (*contract.inputs, *contract.outputs)},
     }
@@ -91,14 +92,14 @@ class _Arg:
 
 
 class TorchBackend(Backend):
-    """Options: `device` ("cpu" | "cuda[:N]"), `entry` (dotted submodule or method), `threads`,
-    `tf32` (allow TF32 in fp32 matmul and cuDNN; default off), `input_names`, `output_names`,
-    `optional_inputs`, `specs` ({name: (dtype, shape)})."""
+    """Options: `TorchOptions`; `tf32` allows TF32 in fp32 matmul and cuDNN (default off)."""
 
     kind = "torch"
+    options_type = TorchOptions
+    options: TorchOptions
 
-    def __init__(self, path: str | Path, **options: Any) -> None:
-        super().__init__(path, **options)
+    def __init__(self, path: str | Path, options: TorchOptions | None = None) -> None:
+        super().__init__(path, options)
         self._device_last: dict[str, Any] = {}
         self._split: tuple[float, float, float] | None = None
         self._args: tuple[_Arg, ...] = ()
@@ -110,7 +111,7 @@ class TorchBackend(Backend):
         torch = _import_torch()
         self._torch = torch
         # process-wide, like the flags themselves: set for as long as this model is loaded
-        self._restore_math = apply_tf32(torch, bool(self.options.get("tf32")))
+        self._restore_math = apply_tf32(torch, self.options.tf32)
         try:
             return self._load_model(torch)
         except BaseException:
@@ -124,7 +125,7 @@ class TorchBackend(Backend):
             restore()
 
     def _load_model(self, torch: Any) -> tuple[tuple[IOInfo, ...], tuple[IOInfo, ...]]:
-        self.device = parse_device(str(self.options.get("device") or "cpu"))
+        self.device = parse_device(self.options.device or "cpu")
         self.cuda = self.device.startswith("cuda")
         if self.cuda:
             self._check_cuda(torch)
@@ -133,7 +134,7 @@ class TorchBackend(Backend):
             # torch raises "Invalid device argument"
             with contextlib.suppress(RuntimeError):
                 torch.cuda.reset_peak_memory_stats(self.device)
-        threads = int(self.options.get("threads") or 0)
+        threads = self.options.threads
         if threads:
             torch.set_num_threads(threads)  # process-wide: PyTorch has no per-module setting
         if not self.path.is_file():
@@ -147,7 +148,7 @@ class TorchBackend(Backend):
         else:
             module, declared = self._load_script(torch), None
         self._module = module
-        self._entry_name = str(self.options.get("entry") or "")
+        self._entry_name = self.options.entry
         if self._entry_name:
             declared = None  # the program declares its own I/O, not that of a submodule
         self._target = self._resolve_entry(module, self._entry_name)
@@ -276,12 +277,12 @@ class TorchBackend(Backend):
         An argument named like a contract input is that input; the others take the remaining
         contract inputs by position, leaving out optional ones (last first) until the counts agree.
         """
-        given = list(self.options.get("input_names") or ())
+        given = list(self.options.input_names)
         if not given:
             return declared
         unmatched = [d for d in declared if d not in given]
         remaining = [g for g in given if g not in declared]
-        optional = [n for n in self.options.get("optional_inputs") or () if n in remaining]
+        optional = [n for n in self.options.optional_inputs if n in remaining]
         for name in reversed(optional):
             if len(remaining) <= len(unmatched):
                 break
@@ -296,7 +297,7 @@ class TorchBackend(Backend):
         return [d if d in given else next(by_position) for d in declared]
 
     def _output_names(self, declared: tuple[list[Spec], list[Spec]] | None) -> list[str]:
-        given = list(self.options.get("output_names") or ())
+        given = list(self.options.output_names)
         if declared is not None:
             count = len(declared[1])
             if given and len(given) != count:
@@ -315,7 +316,7 @@ class TorchBackend(Backend):
         return ["output"] if arity == 1 else [f"output_{i}" for i in range(arity)]
 
     def _spec_io(self, name: str, side: str, kind: str) -> IOInfo:
-        specs: Mapping[str, Spec] = self.options.get("specs") or {}
+        specs = self.options.specs
         if name in specs:
             dtype, shape = specs[name]
             return IOInfo(name, dtype, tuple(shape))
@@ -325,6 +326,20 @@ class TorchBackend(Backend):
             f"{self.path}: TorchScript declares no dtype or shape for {side} {name!r}; "
             "pass specs={name: (dtype, shape)} (the gate takes them from the contract)"
         )
+
+    @property
+    def target(self) -> Any:
+        """The loaded module or method each step calls (the entry), for tools that look inside it."""
+        self.load()
+        return self._target
+
+    def call_args(self, feeds: Mapping[str, np.ndarray]) -> list[Any]:
+        """The arguments `target` is called with for `feeds`: tensors on the model's device, scalars."""
+        self.load()
+        return [
+            self._to_arg(np.asarray(feeds[n]), n, a)
+            for n, a in zip(self._in_names, self._args, strict=True)
+        ]
 
     @property
     def _entry_label(self) -> str:
@@ -341,20 +356,16 @@ class TorchBackend(Backend):
         super().reset_state()
         self._device_last = {}
 
-    def run_timed(
+    def _run_timed_impl(
         self,
         feeds: Mapping[str, np.ndarray],
-        *,
-        carry: Mapping[str, str] | None = None,
-        fetch: Collection[str] | None = None,
-    ) -> tuple[dict[str, np.ndarray], StepTiming]:
-        """Host wall time around the step; on CUDA also the event split of the same step."""
+        carry: Mapping[str, str],
+        fetch: Collection[str] | None,
+    ) -> tuple[dict[str, np.ndarray], DeviceSplit | None]:
+        """On CUDA the event split of the step; on the CPU none."""
         self._split = None
-        out, timing = super().run_timed(feeds, carry=carry, fetch=fetch)
-        if self._split is not None:
-            h2d, compute, d2h = self._split
-            timing = replace(timing, h2d_ms=h2d, compute_ms=compute, d2h_ms=d2h)
-        return out, timing
+        out = self._run_impl(feeds, carry, fetch)
+        return out, self._split
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         args = [
@@ -454,6 +465,11 @@ class TorchBackend(Backend):
         self.check_feeds(feeds, {})
         return TorchDeviceStep(self, feeds, dict(carry or {}), graphs)
 
+    def gpu_index(self) -> int | None:
+        """The CUDA device index of `device`; None on the CPU (`OnGpu`)."""
+        device = parse_device(self.options.device or "cpu")
+        return int(device.split(":")[1]) if device.startswith("cuda:") else None
+
     def peak_device_bytes(self) -> int | None:
         """Peak bytes PyTorch's allocator held on this backend's GPU since load (None on the CPU).
 
@@ -482,7 +498,7 @@ class TorchBackend(Backend):
                 "threads": int(torch.get_num_threads()),
                 "io_declared_by": "program" if self._format == "torch.export" else "contract",
                 "cuda": torch.version.cuda,
-                "tf32_requested": bool(self.options.get("tf32")),
+                "tf32_requested": self.options.tf32,
                 **tf32_in_force(torch),
                 **(self._gpu_facts() if self.cuda else {}),
             },
@@ -622,10 +638,15 @@ def _to_numpy(tensor: Any) -> np.ndarray:
 
 
 def gate_options(
-    contract: Contract | None, *, entry: str | None, device: str | None
-) -> dict[str, Any]:
+    contract: Contract | None,
+    *,
+    entry: str | None,
+    device: str | None,
+    threads: int = 0,
+    tf32: bool = False,
+) -> TorchOptions:
     """The options the gate passes when it opens a PyTorch model (engine or baseline)."""
-    options: dict[str, Any] = contract_options(contract) if contract is not None else {}
-    options["entry"] = entry or ""
-    options["device"] = device or "cpu"
-    return options
+    names = contract_options(contract) if contract is not None else {}
+    return TorchOptions(
+        threads=threads, tf32=tf32, entry=entry or "", device=device or "cpu", **names
+    )

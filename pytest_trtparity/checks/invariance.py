@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends.base import Backend
+from ..backends.base import Backend, ProfileSelectable
 from ..contract.bindings import record_feeds
 from ..contract.model import Contract, Tier
 from ..errors import TrtParityError
@@ -216,8 +216,8 @@ def _chunks(
 
 def profiles_of(backend: Backend) -> list[str]:
     """Engine optimization profiles to pin one at a time (TensorRT); [""] where there are none."""
-    names = getattr(backend, "profile_names", None)
-    return list(names) if isinstance(names, list) and names else [""]
+    names = backend.profile_names if isinstance(backend, ProfileSelectable) else None
+    return list(names) if names else [""]
 
 
 def run_invariance(
@@ -237,16 +237,13 @@ def run_invariance(
             return result
         found: list[Comparison] = []
         for profile in profiles_of(backend):
-            pin = getattr(backend, "pin_profile", None)
-            if profile and pin is not None:
-                pin(profile)
+            if profile and isinstance(backend, ProfileSelectable):
+                backend.pin_profile(profile)
             runner = _Runner(backend, contract, chunks, profile)
             runner.check(batch_sizes(contract) if sizes is None else sizes)
             found += runner.found
-        if profiles_of(backend) != [""]:
-            pin = getattr(backend, "pin_profile", None)
-            if pin is not None:
-                pin(None)
+        if profiles_of(backend) != [""] and isinstance(backend, ProfileSelectable):
+            backend.pin_profile(None)
     except TrtParityError as exc:
         result.error = str(exc)
         return result

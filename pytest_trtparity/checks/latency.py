@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..backends.base import Backend, StepTiming
+from ..backends.base import Backend, DeviceTimed, StepTiming
 from ..contract.bindings import record_feeds
 from ..contract.model import Contract, Tier
 from ..errors import BackendError, TrtParityError
@@ -636,15 +636,14 @@ def _time_device(
     rounds: int,
     graphs: bool,
 ) -> dict[str, Any]:
-    make = getattr(backend, "device_step", None)
-    if make is None:
+    if not isinstance(backend, DeviceTimed):
         raise BackendError(
             f"{backend.path.name}: the {backend.kind} backend cannot time compute on the device; "
             "use --trt-latency-timing host or run the engine on a GPU backend"
         )
     first = prepared[0]
     feeds = record_feeds(contract, first.inputs, backend.inputs, first.where)
-    step: DeviceStep = make(feeds, carry=carry, graphs=graphs)
+    step: DeviceStep = backend.device_step(feeds, carry=carry, graphs=graphs)
     device_ms: list[float] = []
 
     def target() -> None:

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ..backends.base import Backend
+from ..backends.base import Backend, DeviceMemoryReporter, OnGpu
 from ..contract.bindings import record_feeds
 from ..contract.model import Contract, Tier
 from ..errors import TrtParityError
@@ -55,21 +55,7 @@ def host_rss() -> tuple[int, int]:
 
 def gpu_index(backend: Backend) -> int | None:
     """The GPU a backend runs on, or None for a CPU backend."""
-    if backend.kind == "torch":
-        device = str(getattr(backend, "device", "cpu"))
-        return int(device.split(":")[1]) if device.startswith("cuda:") else None
-    if backend.kind == "tensorrt":
-        index = getattr(backend, "device_index", None)
-        if index is None:
-            index = backend.options.get("device_index", backend.options.get("device", 0))
-        try:
-            return int(str(index).removeprefix("cuda:"))
-        except ValueError:
-            return 0
-    provider = str(getattr(backend, "provider", "") or "")
-    if provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
-        return int(backend.options.get("device_id", 0) or 0)
-    return None
+    return backend.gpu_index() if isinstance(backend, OnGpu) else None
 
 
 def _nvml_reader(index: int) -> Callable[[], int | None] | None:
@@ -148,7 +134,7 @@ class DeviceMemoryProbe:
         self._read: Callable[[], int | None] | None = None
         if self.index is None:
             return
-        own = getattr(backend, "peak_device_bytes", None)
+        own = backend.peak_device_bytes if isinstance(backend, DeviceMemoryReporter) else None
         if attributable:
             if callable(own) and own() is not None:
                 self._read, self.source = own, f"{backend.kind} backend's own peak"

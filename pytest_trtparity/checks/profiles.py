@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from ..backends.base import Backend
+from ..backends.base import Backend, ProfileSelectable
 from ..contract import dtypes
 from ..contract.invariants import violation
 from ..contract.model import Contract, TensorSpec
@@ -107,7 +106,7 @@ def sweep_points(contract: Contract, profiles: Sequence[PlannedProfile]) -> list
 
 def profiles_to_sweep(engine: Backend, contract: Contract) -> list[PlannedProfile]:
     """The contract's profiles that the engine has (all of them for engines without profiles)."""
-    names: Sequence[str] | None = getattr(engine, "profile_names", None)
+    names = engine.profile_names if isinstance(engine, ProfileSelectable) else None
     planned = plan_profiles(contract)
     if names is None:
         return planned
@@ -253,7 +252,7 @@ def run_sweep(
     sweep with what was measured so far kept and the result incomplete.
     """
     result = SuiteResult(suite=SUITE)
-    pin: Any = getattr(engine, "pin_profile", None)
+    pin = engine.pin_profile if isinstance(engine, ProfileSelectable) else None
     label = "setup"
     try:
         points = sweep_points(contract, profiles_to_sweep(engine, contract))
