@@ -46,6 +46,8 @@ from pytest_trtparity.checks.memory import run_memory  # noqa: E402
 from pytest_trtparity.checks.throughput import run_throughput  # noqa: E402
 from pytest_trtparity.contract.model import (  # noqa: E402
     Contract,
+    LatencySpec,
+    MemorySpec,
     Profile,
     ProfileShape,
     StatePair,
@@ -106,8 +108,8 @@ def contract_of(raw: Mapping[str, Any], path: Path | None = None) -> Contract:
         if "default_tolerance" in raw
         else None,
         tolerances={k: tolerance(v) for k, v in raw.get("tolerances", {}).items()},
-        latency=dict(raw.get("latency", {})),
-        memory=dict(raw.get("memory", {})),
+        latency=LatencySpec.from_json(raw.get("latency", {})),
+        memory=MemorySpec.from_json(raw.get("memory", {})),
         path=path,
         raw=raw,
     )

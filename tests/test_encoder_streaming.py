@@ -125,8 +125,8 @@ def test_real_contract_tolerances_and_targets(real: Contract) -> None:
     )
     assert (drift.max.fail, drift.mean.fail) == (1e-3, 2e-4)
     assert real.closed_loop.chunks == 300
-    assert real.latency["p50_ms"]["fail"] == real.latency["p95_ms"]["fail"] == 21.0
-    assert real.memory["engine_bytes"]["fail"] == 2e9
+    assert real.latency.tiers["p50_ms"].fail == real.latency.tiers["p95_ms"].fail == 21.0
+    assert real.memory.tiers["engine_bytes"].fail == 2e9
 
 
 def _skeleton(shape: tuple[int | str, ...]) -> tuple[int | str | None, ...]:

@@ -457,7 +457,7 @@ def test_latency_regression_fails_the_latency_tier(
     fault = faults["latency_regression"]
     assert fault.suites == ("latency",)
     (result,) = ran(fault)
-    p95 = contract.latency["p95_ms"]["fail"]
+    p95 = contract.latency.tiers["p95_ms"].fail
     hit = [f for f in result.failures() if f.criterion == "p95"]
     assert hit and hit[0].value is not None and hit[0].value > p95 and hit[0].limit == p95
     assert hit[0].message.startswith("engine latency: p95 ")

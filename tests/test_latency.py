@@ -26,7 +26,7 @@ from pytest_trtparity.checks.latency import (
     run_latency,
 )
 from pytest_trtparity.checks.timing import cv_pct, latency_stats, split_stats, window_stability
-from pytest_trtparity.contract.model import Tier, load_contract
+from pytest_trtparity.contract.model import LatencySpec, Tier, load_contract
 from pytest_trtparity.judge.tiers import Level
 from pytest_trtparity.reference import ReferenceReader
 
@@ -49,7 +49,7 @@ def test_percentiles_of_known_samples() -> None:
 def test_no_samples_is_nan_and_fails_every_tier() -> None:
     stats = latency_stats([])
     assert stats.n == 0 and math.isnan(stats.p50_ms)
-    findings = judge_latency(stats, {"p50_ms": {"fail": 1000.0}})
+    findings = judge_latency(stats, LatencySpec.from_json({"p50_ms": {"fail": 1000.0}}))
     assert [f.level for f in findings] == [Level.FAIL]
     assert (
         findings[0].message
@@ -62,7 +62,13 @@ def test_tiers_warn_and_fail_with_one_sentence() -> None:
     stats = latency_stats([1.0] * 10 + [3.0] * 10)
     findings = judge_latency(
         stats,
-        {"p50_ms": {"warn": 1.5, "fail": 5.0}, "p99_ms": {"fail": 2.0}, "mean_ms": {"fail": 9.0}},
+        LatencySpec.from_json(
+            {
+                "p50_ms": {"warn": 1.5, "fail": 5.0},
+                "p99_ms": {"fail": 2.0},
+                "mean_ms": {"fail": 9.0},
+            }
+        ),
     )
     by = {f.criterion: f for f in findings}
     assert set(by) == {"p50", "p99"}
@@ -76,7 +82,7 @@ def test_tiers_warn_and_fail_with_one_sentence() -> None:
 
 def test_a_value_just_over_its_limit_does_not_print_equal() -> None:
     stats = latency_stats([10.0001])
-    (finding,) = judge_latency(stats, {"p50_ms": {"fail": 10.0}})
+    (finding,) = judge_latency(stats, LatencySpec.from_json({"p50_ms": {"fail": 10.0}}))
     assert "10.0001 ms" in finding.message and "tier 10 ms" in finding.message
 
 
@@ -254,7 +260,7 @@ def test_a_reference_error_keeps_the_run_failed(
 
 
 def test_tier_parsing_matches_the_contract(contract: Any) -> None:
-    assert Tier.from_json(contract.latency["p95_ms"]) == Tier(warn=10.0, fail=21.0)
+    assert contract.latency.tier("p95_ms") == Tier(warn=10.0, fail=21.0)
 
 
 # -- the suite as users run it -------------------------------------------------------------------
@@ -491,7 +497,11 @@ class ScriptedTimer(LoopTimer):
 
 
 def _tiered(contract: Any, **tiers: Any) -> Any:
-    return dataclasses.replace(contract, latency={**contract.latency, **tiers})
+    latency = contract.latency
+    added = {k: Tier(**v) for k, v in tiers.items()}
+    return dataclasses.replace(
+        contract, latency=dataclasses.replace(latency, tiers={**latency.tiers, **added})
+    )
 
 
 def _scripted(contract: Any, tmp_path: Path, *tries: list[float]) -> tuple[Any, list[int]]:

@@ -180,7 +180,7 @@ def build_suite(
         return result
     report = built.report
     size = int(report["engine"]["bytes"])
-    tier = Tier.from_json(contract.memory.get("engine_bytes")) or DEFAULT_ENGINE_BYTES
+    tier = contract.memory.tier("engine_bytes") or DEFAULT_ENGINE_BYTES
     finding = bytes_finding("engine_bytes", tier, size, suite=SUITE)
     if finding is not None:
         result.findings.append(finding)

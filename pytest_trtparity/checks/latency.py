@@ -26,7 +26,7 @@ import numpy as np
 
 from ..backends.base import Backend, DeviceTimed, StepTiming
 from ..contract.bindings import record_feeds
-from ..contract.model import Contract, Tier
+from ..contract.model import Contract, LatencySpec, Tier
 from ..errors import BackendError, TrtParityError
 from ..judge.compare import compare
 from ..judge.results import SuiteResult
@@ -315,7 +315,7 @@ def overhead_finding(tier: Tier, overhead: Mapping[str, float], *, samples: int)
 
 def judge_latency(
     stats: LatencyStats,
-    latency: Mapping[str, Any],
+    latency: LatencySpec,
     *,
     suite: str = SUITE,
     what: str = "engine latency",
@@ -332,16 +332,9 @@ def judge_latency(
     return findings
 
 
-def latency_tiers(latency: Mapping[str, Any]) -> list[tuple[str, Tier]]:
+def latency_tiers(latency: LatencySpec) -> list[tuple[str, Tier]]:
     """The criteria (`p95_ms`, ...) the contract gives a tier, with the tier."""
-    tiers = []
-    for key in CRITERIA:
-        raw = latency.get(key)
-        if isinstance(raw, Mapping):
-            tier = Tier.from_json(raw)
-            assert tier is not None
-            tiers.append((key, tier))
-    return tiers
+    return [(key, tier) for key in CRITERIA if (tier := latency.tier(key)) is not None]
 
 
 @dataclass(frozen=True)
@@ -447,7 +440,7 @@ def judge_criterion(
 
 def judge_try(
     samples: Sequence[float],
-    latency: Mapping[str, Any],
+    latency: LatencySpec,
     *,
     tries: int,
     windows: int = STABILITY_WINDOWS,
@@ -500,9 +493,9 @@ def run_latency(
     A failure part way keeps what was measured and is never a pass.
     """
     spec = contract.latency
-    warm = int(spec.get("warmup", DEFAULT_WARMUP) if warmup is None else warmup)
-    rounds = int(spec.get("iterations", DEFAULT_ITERATIONS) if iterations is None else iterations)
-    limit = int(spec.get("chunks", DEFAULT_CHUNKS) if chunks is None else chunks)
+    warm = int(_given(warmup, spec.warmup, DEFAULT_WARMUP))
+    rounds = int(_given(iterations, spec.iterations, DEFAULT_ITERATIONS))
+    limit = int(_given(chunks, spec.chunks, DEFAULT_CHUNKS))
     timer = bench if bench is not None else LoopTimer()
     result = SuiteResult(suite=SUITE)
     attempts: list[tuple[Pedantic, dict[str, Any], list[Judgement]]] = []
@@ -567,9 +560,9 @@ def run_latency(
         result.extra["note"] = note
     result.findings = [j.finding for j in judged if j.finding is not None]
     overhead = result.extra.get("overhead")
-    raw = spec.get("overhead_share")
-    if isinstance(raw, Mapping) and isinstance(overhead, Mapping):
-        f = overhead_finding(Tier.from_json(raw) or Tier(), overhead, samples=stats.n)
+    share_tier = spec.tier("overhead_share")
+    if share_tier is not None and isinstance(overhead, Mapping):
+        f = overhead_finding(share_tier, overhead, samples=stats.n)
         if f:
             result.findings.append(f)
     result.extra["table"] = table_lines(result.extra)
@@ -577,6 +570,11 @@ def run_latency(
     if not result.complete:
         result.error = "no chunk was timed (is pytest-benchmark disabled?)"
     return result
+
+
+def _given(*values: int | None) -> int:
+    """The first count given: the caller's, the contract's, then the suite's default."""
+    return next(v for v in values if v is not None)
 
 
 def _try_record(

@@ -13,11 +13,10 @@ import os
 import resource
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
 from ..backends.base import Backend, DeviceMemoryReporter, OnGpu
 from ..contract.bindings import record_feeds
-from ..contract.model import Contract, Tier
+from ..contract.model import Contract, MemorySpec, Tier
 from ..errors import TrtParityError
 from ..judge.results import SuiteResult
 from ..judge.tiers import Finding, Level, judge
@@ -201,15 +200,13 @@ def _count(value: float) -> str:
 
 
 def judge_memory(
-    values: Mapping[str, int | None], memory: Mapping[str, Any], why_missing: Mapping[str, str]
+    values: Mapping[str, int | None], memory: MemorySpec, why_missing: Mapping[str, str]
 ) -> list[Finding]:
     findings = []
     for key in CRITERIA:
-        raw = memory.get(key)
-        if not isinstance(raw, Mapping):
+        tier = memory.tier(key)
+        if tier is None:
             continue
-        tier = Tier.from_json(raw)
-        assert tier is not None
         f = bytes_finding(key, tier, values.get(key), why_missing=why_missing.get(key, ""))
         if f:
             findings.append(f)

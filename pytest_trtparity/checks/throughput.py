@@ -57,7 +57,7 @@ def batch_dim(contract: Contract) -> BatchDim | None:
 def batch_sizes(contract: Contract, dim: BatchDim | None) -> tuple[list[int], str]:
     """The sizes to sweep and where they came from: `latency.throughput_batches`, else powers of two
     (and both ends) over the range the profiles allow for the batch dimension, else [1]."""
-    explicit = contract.latency.get("throughput_batches")
+    explicit = contract.latency.throughput_batches
     if explicit:
         return sorted({int(b) for b in explicit}), "latency.throughput_batches"
     if dim is None:
@@ -105,7 +105,7 @@ def run_throughput(
     """Time every batch size over the first few reference chunks, and check the batched outputs."""
     spec = contract.latency
     rounds = int(
-        spec.get("throughput_iterations", DEFAULT_ITERATIONS) if iterations is None else iterations
+        (spec.throughput_iterations or DEFAULT_ITERATIONS) if iterations is None else iterations
     )
     dim = batch_dim(contract)
     sizes, source = batch_sizes(contract, dim)

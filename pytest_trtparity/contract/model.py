@@ -7,7 +7,6 @@ misspelt key can never silently fall back to a default (the schema forbids unkno
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -17,6 +16,7 @@ from typing import Any, Literal
 
 from ..errors import ContractError
 from ..util import strictjson
+from .validate import check_semantics
 
 Dim = int | str
 Shape = tuple[Dim, ...]
@@ -216,6 +216,73 @@ class InvarianceSpec:
         return self.outputs.get(output, self.default)
 
 
+def _tiers(raw: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Tier]:
+    """The section's tiers in the file's order (the order their problems are reported in)."""
+    return {
+        k: Tier(_opt_float(v.get("warn")), _opt_float(v.get("fail")))
+        for k, v in raw.items()
+        if k in names
+    }
+
+
+LATENCY_TIERS = (
+    "p50_ms",
+    "p90_ms",
+    "p95_ms",
+    "p99_ms",
+    "mean_ms",
+    "baseline_ratio",
+    "baseline_error",
+    "overhead_share",
+)
+
+
+@dataclass(frozen=True)
+class LatencySpec:
+    """The `latency` section. A count left out is None: each suite applies its own default, which
+    its module documents. `tiers` holds the criteria that have one (`p95_ms`, `baseline_ratio`, ...)."""
+
+    warmup: int | None = None
+    iterations: int | None = None
+    chunks: int | None = None
+    baseline_error_floor: float = 0.0
+    throughput_batches: tuple[int, ...] = ()
+    throughput_iterations: int | None = None
+    tiers: Mapping[str, Tier] = field(default_factory=dict)
+
+    def tier(self, name: str) -> Tier | None:
+        return self.tiers.get(name)
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> LatencySpec:
+        return cls(
+            warmup=_opt_int(raw.get("warmup")),
+            iterations=_opt_int(raw.get("iterations")),
+            chunks=_opt_int(raw.get("chunks")),
+            baseline_error_floor=float(raw.get("baseline_error_floor", 0.0)),
+            throughput_batches=tuple(int(b) for b in raw.get("throughput_batches", ())),
+            throughput_iterations=_opt_int(raw.get("throughput_iterations")),
+            tiers=_tiers(raw, LATENCY_TIERS),
+        )
+
+
+MEMORY_TIERS = ("engine_bytes", "peak_device_bytes", "host_rss_bytes", "baseline_device_ratio")
+
+
+@dataclass(frozen=True)
+class MemorySpec:
+    """The `memory` section: byte limits and the baseline ratio, each a tier when given."""
+
+    tiers: Mapping[str, Tier] = field(default_factory=dict)
+
+    def tier(self, name: str) -> Tier | None:
+        return self.tiers.get(name)
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> MemorySpec:
+        return cls(tiers=_tiers(raw, MEMORY_TIERS))
+
+
 @dataclass(frozen=True)
 class CalibrationInfo:
     """What `trtparity contract calibrate` measured, on which engines, and the rule it applied."""
@@ -239,8 +306,8 @@ class Contract:
     default_tolerance: Tolerance | None = None
     tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
     closed_loop: ClosedLoopSpec = field(default_factory=ClosedLoopSpec)
-    latency: Mapping[str, Any] = field(default_factory=dict)
-    memory: Mapping[str, Any] = field(default_factory=dict)
+    latency: LatencySpec = field(default_factory=lambda: LatencySpec())
+    memory: MemorySpec = field(default_factory=lambda: MemorySpec())
     regression: RegressionSpec = field(default_factory=RegressionSpec)
     invariance: InvarianceSpec = field(default_factory=InvarianceSpec)
     calibration: CalibrationInfo | None = None
@@ -292,6 +359,10 @@ def _num(value: float | None) -> str:
 
 def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 @cache
@@ -495,8 +566,8 @@ def _build(raw: Mapping[str, Any], path: Path | None) -> Contract:
         else None,
         tolerances={k: _tolerance(v) for k, v in raw.get("tolerances", {}).items()},
         closed_loop=closed_loop,
-        latency=raw.get("latency", {}),
-        memory=raw.get("memory", {}),
+        latency=LatencySpec.from_json(raw.get("latency", {})),
+        memory=MemorySpec.from_json(raw.get("memory", {})),
         regression=_regression(raw.get("regression", {})),
         invariance=_invariance(raw.get("invariance", {})),
         calibration=_calibration(raw["calibration"]) if "calibration" in raw else None,
@@ -505,112 +576,12 @@ def _build(raw: Mapping[str, Any], path: Path | None) -> Contract:
     )
 
 
-def _tier_problems(tier: Tier | None, where: str) -> Iterator[str]:
-    if tier is None:
-        return
-    for label, value in (("warn", tier.warn), ("fail", tier.fail)):
-        if value is not None and not math.isfinite(value):
-            yield f"{where}.{label} must be finite, got {value}"
-    if tier.warn is None or tier.fail is None:
-        return
-    if tier.higher_is_worse and tier.warn > tier.fail:
-        yield f"{where}: warn tier {tier.warn:g} is above fail tier {tier.fail:g}"
-    if not tier.higher_is_worse and tier.warn < tier.fail:
-        yield f"{where}: warn tier {tier.warn:g} is below fail tier {tier.fail:g} (lower is worse here)"
-
-
-def _problems(c: Contract) -> Iterator[str]:
-    for kind, specs in (("inputs", c.inputs), ("outputs", c.outputs)):
-        seen: set[str] = set()
-        for i, spec in enumerate(specs):
-            if spec.name in seen:
-                yield f"$.{kind}[{i}].name: duplicate {kind[:-1]} name {spec.name!r}"
-            seen.add(spec.name)
-            if spec.value_range and spec.value_range[0] > spec.value_range[1]:
-                yield f"$.{kind}[{i}].range: min {spec.value_range[0]} > max {spec.value_range[1]}"
-    inputs = {t.name: t for t in c.inputs}
-    outputs = {t.name: t for t in c.outputs}
-    for pname, profile in c.profiles.items():
-        for tname, ps in profile.shapes.items():
-            at = f"$.profiles.{pname}.shapes.{tname}"
-            if tname not in inputs:
-                yield f"{at}: {tname!r} is not an input"
-                continue
-            rank = inputs[tname].rank
-            for label, shape in (("min", ps.min), ("opt", ps.opt), ("max", ps.max)):
-                if len(shape) != rank:
-                    yield f"{at}.{label}: rank {len(shape)} but input {tname!r} has rank {rank}"
-            if len({len(ps.min), len(ps.opt), len(ps.max)}) == 1 and not all(
-                lo <= o <= hi for lo, o, hi in zip(ps.min, ps.opt, ps.max, strict=True)
-            ):
-                yield f"{at}: needs min <= opt <= max in every dimension"
-            for d, (want, lo, hi) in enumerate(
-                zip(inputs[tname].shape, ps.min, ps.max, strict=False)
-            ):
-                if isinstance(want, int) and not lo == hi == want:
-                    yield f"{at}: dimension {d} is fixed at {want} in the input but {lo}..{hi} here"
-    for i, pair in enumerate(c.state):
-        if pair.output not in outputs:
-            yield f"$.state[{i}].output: {pair.output!r} is not an output"
-        if pair.input not in inputs:
-            yield f"$.state[{i}].input: {pair.input!r} is not an input"
-        if pair.output in outputs and pair.input in inputs:
-            o, n = outputs[pair.output], inputs[pair.input]
-            if o.dtype != n.dtype:
-                yield f"$.state[{i}]: {pair.output} is {o.dtype} but {pair.input} is {n.dtype}"
-    for i, inv in enumerate(c.invariants):
-        if inv.output not in outputs:
-            yield f"$.invariants[{i}].output: {inv.output!r} is not an output"
-        elif inv.check == "dim_equals" and inv.axis is not None:
-            rank = outputs[inv.output].rank
-            if not -rank <= inv.axis < rank:
-                yield f"$.invariants[{i}].axis: {inv.axis} is out of range for rank {rank}"
-        if inv.min is not None and inv.max is not None and inv.min > inv.max:
-            yield f"$.invariants[{i}]: min {inv.min:g} > max {inv.max:g}"
-    tolerances = dict(c.tolerances)
-    if c.default_tolerance is not None:
-        tolerances["<default>"] = c.default_tolerance
-    for name, tol in tolerances.items():
-        at = "$.default_tolerance" if name == "<default>" else f"$.tolerances.{name}"
-        if name != "<default>" and name not in outputs:
-            yield f"{at}: {name!r} is not an output"
-        if tol.chunk is None and tol.p95 is None:
-            yield f"{at}: needs a chunk or p95 tier, or nothing would ever be checked"
-        if tol.pass_rate is not None:
-            if tol.within is None:
-                yield f"{at}.pass_rate: needs a chunk tier that says what 'within' means"
-            for label, v in (("warn", tol.pass_rate.warn), ("fail", tol.pass_rate.fail)):
-                if v is not None and v > 1:
-                    yield f"{at}.pass_rate.{label}: a share of chunks must be <= 1, got {v:g}"
-        for tier_name in ("chunk", "p95", "pass_rate"):
-            yield from _tier_problems(getattr(tol, tier_name), f"{at}.{tier_name}")
-    drift = dict(c.closed_loop.outputs)
-    if c.closed_loop.default is not None:
-        drift["<default>"] = c.closed_loop.default
-    for name, crit in drift.items():
-        at = "$.closed_loop.default" if name == "<default>" else f"$.closed_loop.outputs.{name}"
-        if name != "<default>" and name not in outputs:
-            yield f"{at}: {name!r} is not an output"
-        yield from _tier_problems(crit.max, f"{at}.max")
-        yield from _tier_problems(crit.mean, f"{at}.mean")
-        if crit.trend is not None:
-            yield from _tier_problems(crit.trend.growth, f"{at}.trend.growth")
-    yield from _tier_problems(c.regression.error_growth, "$.regression.error_growth")
-    yield from _tier_problems(c.regression.latency_growth, "$.regression.latency_growth")
-    for name, inv_tier in c.invariance.outputs.items():
-        if name not in outputs:
-            yield f"$.invariance.outputs.{name}: {name!r} is not an output"
-        yield from _tier_problems(inv_tier, f"$.invariance.outputs.{name}")
-    yield from _tier_problems(c.invariance.default, "$.invariance.default")
-    for section in ("latency", "memory"):
-        for key, value in getattr(c, section).items():
-            if isinstance(value, dict):
-                tier = Tier.from_json(value)
-                yield from _tier_problems(tier, f"$.{section}.{key}")
-
-
-def check_semantics(contract: Contract) -> None:
-    problems = list(_problems(contract))
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise ContractError(f"{contract.where}: {problems[0]}{more}")
+__all__ = [
+    "Contract",
+    "LatencySpec",
+    "MemorySpec",
+    "Tier",
+    "check_semantics",
+    "contract_from_json",
+    "load_contract",
+]
