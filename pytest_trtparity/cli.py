@@ -16,7 +16,7 @@ from . import __version__
 from .errors import TrtParityError
 
 #: Subcommand modules, in the order `--help` lists them.
-COMMANDS = ("contract", "reference", "gate", "build", "selftest")
+COMMANDS = ("contract", "reference", "gate", "merge", "build", "explain", "selftest")
 
 
 def build_parser() -> argparse.ArgumentParser:

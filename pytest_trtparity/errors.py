@@ -57,3 +57,8 @@ class BuildError(BackendError):
 class ExecutionUnavailable(BackendError):
     """The engine cannot execute on this machine (no GPU, or one its runtime does not support):
     the gate's execution checks skip naming why, and the verdict rests on what did run."""
+
+
+class ShardSetError(TrtParityError):
+    """Matrix shard parts that cannot be merged into one verdict (another reference, contract or
+    engine, a missing or duplicated shard, a run that did not finish): never a pass."""

@@ -98,6 +98,12 @@ OPTIONS: tuple[OptionSpec, ...] = (
         metavar="IDS",
     ),
     OptionSpec(
+        "trt_shard",
+        "Run shard K of N (a CI matrix job) and write shard-part.json for `trtparity merge`.",
+        "str",
+        metavar="K/N",
+    ),
+    OptionSpec(
         "trt_onnx",
         "The ONNX file the TensorRT engine was built from: the profile sweep runs it on "
         "ONNX Runtime as its reference.",

@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 
 from .errors import ConfigError, TrtParityError
-from .judge.results import SuiteResult
 from .session import GateSession
-from .sharding.parts import SHARD_VIEW, Shard, ShardPart, device_for_worker, visible_devices
+from .sharding.parts import Shard, device_for_worker, visible_devices
+from .sharding.payload import ingest as ingest_payload
+from .sharding.payload import payload
 
 PAYLOAD_KEY = "trtparity"
 DEVICE_KEY = pytest.StashKey["int | None"]()
@@ -65,9 +66,29 @@ def install(config: pytest.Config, gate: GateSession) -> None:
     if is_worker(config):
         config.pluginmanager.register(WorkerHooks(gate), "trtparity-xdist-worker")
         return
+    if install_matrix_shard(config, gate):
+        return
     config.pluginmanager.register(MergeAtEnd(gate), "trtparity-merge")
     if is_controller(config):
         config.pluginmanager.register(ControllerHooks(gate), "trtparity-xdist-controller")
+
+
+def install_matrix_shard(config: pytest.Config, gate: GateSession) -> bool:
+    """--trt-shard K/N: this run is one CI-matrix job; its parts go to a file (sharding/matrix.py)."""
+    from .sharding.matrix import MatrixShardHooks, shard_option
+
+    try:
+        shard = shard_option(config)
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if shard is None:
+        return False
+    if is_controller(config):
+        raise pytest.UsageError(
+            "--trt-shard runs one shard per job and cannot be combined with pytest-xdist -n"
+        )
+    config.pluginmanager.register(MatrixShardHooks(gate, shard), "trtparity-matrix-shard")
+    return True
 
 
 def bind_device(worker: str | None, devices: tuple[int, ...]) -> int | None:
@@ -93,26 +114,12 @@ def shards(count: int) -> list[Shard]:
 
 def worker_payload(gate: GateSession) -> str:
     """What a worker reports: finished suites, shard parts, errors, environment (JSON text)."""
-    return json.dumps(
-        {
-            "results": [r.to_json() for r in gate.results if SHARD_VIEW not in r.extra],
-            "parts": [p.to_json() for p in gate.parts],
-            "errors": gate.errors,
-            "environment": gate.environment,
-            "gate_items": gate.gate_items,
-        }
-    )
+    return json.dumps(payload(gate))
 
 
-def ingest(gate: GateSession, payload: str) -> None:
+def ingest(gate: GateSession, text: str) -> None:
     """Add one worker's report to the controller's session (results, parts, errors, environment)."""
-    raw = json.loads(payload)
-    for result in raw["results"]:
-        gate.record(SuiteResult.from_json(result))
-    gate.parts.extend(ShardPart.from_json(p) for p in raw["parts"])
-    gate.errors.extend(e for e in raw["errors"] if e not in gate.errors)
-    gate.environment.update(raw["environment"])
-    gate.gate_items = max(gate.gate_items, int(raw["gate_items"]))
+    ingest_payload(gate, json.loads(text))
 
 
 def merge_or_note(gate: GateSession, *, final: bool) -> None:
