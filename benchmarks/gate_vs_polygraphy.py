@@ -52,15 +52,23 @@ assert worst <= 1e-6, worst
 """
 
 
-def build(folder: Path, iterations: int, polygraphy: bool) -> None:
-    """Model, contract, reference, Polygraphy JSON and .npy files for `iterations` records."""
+def build(
+    folder: Path,
+    iterations: int,
+    polygraphy: bool,
+    *,
+    elements: int = ELEMENTS,
+    npy: bool = True,
+) -> None:
+    """Model, contract, reference, Polygraphy JSON and .npy files (when `npy`) for `iterations`
+    records of `elements` float32 per tensor."""
     import onnx
     from onnx import TensorProto, helper
 
     from pytest_trtparity.reference import ReferenceWriter
 
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, ELEMENTS])
-    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, ELEMENTS]) for n in OUTPUTS]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, elements])
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, elements]) for n in OUTPUTS]
     zero = helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])
     nodes = [
         helper.make_node("Identity", ["x"], ["a"]),
@@ -77,17 +85,19 @@ def build(folder: Path, iterations: int, polygraphy: bool) -> None:
         capture_output=True,
     )
     rng = np.random.default_rng(0)
-    (folder / "npy").mkdir()
+    if npy:
+        (folder / "npy").mkdir()
     feeds: list[dict[str, np.ndarray]] = []
     results: list[dict[str, np.ndarray]] = []
     with ReferenceWriter(folder / "ref.jsonl", metadata={"model": "identity"}) as writer:
         for i in range(iterations):
-            data = rng.standard_normal((1, ELEMENTS)).astype(np.float32)
+            data = rng.standard_normal((1, elements)).astype(np.float32)
             outputs = {name: data for name in OUTPUTS}
             writer.write(inputs={"x": data}, outputs=outputs)
-            np.save(folder / "npy" / f"x_{i}.npy", data)
-            for name in OUTPUTS:
-                np.save(folder / "npy" / f"{name}_{i}.npy", data)
+            if npy:
+                np.save(folder / "npy" / f"x_{i}.npy", data)
+                for name in OUTPUTS:
+                    np.save(folder / "npy" / f"{name}_{i}.npy", data)
             if polygraphy:
                 feeds.append({"x": data})
                 results.append(outputs)

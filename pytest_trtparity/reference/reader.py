@@ -67,6 +67,14 @@ class Record:
     def key(self) -> tuple[str, int]:
         return (self.stream, self.chunk_index)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes its decoded tensors hold: what keeping the record in memory costs (the loop reads
+        ahead and queues checks only while this stays small)."""
+        return sum(a.nbytes for a in self.inputs.values()) + sum(
+            a.nbytes for a in self.outputs.values()
+        )
+
 
 def _lines(stream: IO[bytes], path: Path, limit: int) -> Iterator[tuple[int, bytes]]:
     """Yield (line number, bytes without the newline); errors for over-long lines and short gzip."""
