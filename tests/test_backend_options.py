@@ -12,6 +12,7 @@ from pytest_trtparity.backends import open_backend
 from pytest_trtparity.backends.base import (
     DeviceMemoryReporter,
     DeviceTimed,
+    NamedProfiles,
     OnGpu,
     ProfileSelectable,
 )
@@ -58,6 +59,9 @@ def test_options_of_another_backend_are_refused(silero_onnx: Path) -> None:
         OnnxRuntimeBackend(silero_onnx, TorchOptions())
     with pytest.raises(ConfigError, match="options or keywords, not both"):
         open_backend(silero_onnx, None, OnnxRuntimeOptions(), threads=1)
+    with pytest.raises(ConfigError, match="onnxruntime backend has no option 'device'"):
+        OnnxRuntimeBackend(silero_onnx, device=0)
+    assert OnnxRuntimeBackend(silero_onnx, threads=2).options == OnnxRuntimeOptions(threads=2)
 
 
 def test_the_factory_builds_each_backends_options(tmp_path: Path) -> None:
@@ -98,6 +102,7 @@ def test_backends_declare_their_optional_features(tmp_path: Path, silero_onnx: P
     assert not isinstance(trt, DeviceTimed)  # ProfileSelectable: test_trt_backend_logic, loaded
     assert isinstance(torch, DeviceTimed) and isinstance(torch, DeviceMemoryReporter)
     assert all(isinstance(b, OnGpu) for b in (ort, trt, torch))
+    assert not isinstance(ort, NamedProfiles)
     assert (ort.gpu_index(), trt.gpu_index(), torch.gpu_index()) == (None, 1, 2)
     assert TorchBackend(plan, TorchOptions()).gpu_index() is None
     cuda = OnnxRuntimeBackend(silero_onnx, OnnxRuntimeOptions(provider="cuda", device_id=3))
@@ -107,7 +112,7 @@ def test_backends_declare_their_optional_features(tmp_path: Path, silero_onnx: P
 
 def test_carrying_before_any_step_is_refused_and_reset_forgets(silero_onnx: Path) -> None:
     backend = open_backend(silero_onnx).load()
-    feeds = {
+    feeds: dict[str, np.ndarray] = {
         "input": np.zeros((1, 512), np.float32),
         "sr": np.array(16000, np.int64),
     }

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_trtparity.backends.base import ProfileSelectable
+from pytest_trtparity.backends.base import NamedProfiles, ProfileSelectable
 from pytest_trtparity.backends.options import TensorRTOptions
 from pytest_trtparity.backends.tensorrt import TensorRTBackend
 from pytest_trtparity.contract.model import Contract, contract_from_json
@@ -514,7 +514,7 @@ def test_invariant_violation_fails_the_step(tmp_path: Path, fake_trt: Any) -> No
 def test_profile_is_chosen_per_chunk_and_can_be_pinned(tmp_path: Path, fake_trt: Any) -> None:
     with open_fake(tmp_path) as backend:
         assert backend.profile_names == ["one", "many"]  # matched to the contract by their shapes
-        assert isinstance(backend, ProfileSelectable)
+        assert isinstance(backend, ProfileSelectable) and isinstance(backend, NamedProfiles)
         ctx = fake_trt.last_engine.contexts[0]
         backend.run(chunk(1, 0))
         assert ctx.profile == 0  # opt shapes equal the chunk's

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .base import Backend, BackendInfo, IOInfo
-from .options import BackendOptions, from_keywords
+from .options import BackendOptions
 
 #: backend name -> "module:class", imported on first use.
 REGISTRY: dict[str, str] = {
@@ -62,13 +62,7 @@ def open_backend(
     convenience, their fields as keywords: those become the typed options at once, and a name the
     backend does not take is a ConfigError."""
     p = Path(path)
-    name = backend_name_for(p, backend)
-    cls = backend_class(name)
-    if keywords:
-        if options is not None:
-            raise ConfigError(f"{p}: pass the {name} backend's options or keywords, not both")
-        options = from_keywords(cls.options_type, keywords, backend=name)
-    return cls(p, options)
+    return backend_class(backend_name_for(p, backend))(p, options, **keywords)
 
 
 __all__ = [

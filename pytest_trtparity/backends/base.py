@@ -22,7 +22,7 @@ from ..contract import dtypes
 from ..contract.io import DimLike as DimLike
 from ..contract.io import IOInfo as IOInfo
 from ..errors import BindingError, ConfigError, EngineLoadError
-from .options import BackendOptions
+from .options import BackendOptions, from_keywords
 
 #: The device-side split of one step in milliseconds: host-to-device, compute, device-to-host.
 DeviceSplit = tuple[float, float, float]
@@ -108,8 +108,18 @@ class Backend(ABC):
     #: the options this backend takes; `open_backend` converts keywords to it
     options_type: ClassVar[type[BackendOptions]] = BackendOptions
 
-    def __init__(self, path: str | Path, options: BackendOptions | None = None) -> None:
+    def __init__(
+        self, path: str | Path, options: BackendOptions | None = None, **keywords: Any
+    ) -> None:
+        """`options` typed, or (for suites and scripts written before typed options) their fields
+        as keywords, converted at once: a name the backend does not take is a ConfigError."""
         self.path = Path(path)
+        if keywords:
+            if options is not None:
+                raise ConfigError(
+                    f"{self.path}: pass the {self.kind} backend's options or keywords, not both"
+                )
+            options = from_keywords(self.options_type, keywords, backend=self.kind)
         if options is None:
             options = self.options_type()
         if not isinstance(options, self.options_type):
@@ -338,13 +348,18 @@ class DeviceMemoryReporter(Protocol):
 
 
 @runtime_checkable
-class ProfileSelectable(Protocol):
-    """An engine with named optimization profiles that can be pinned one at a time (TensorRT).
+class NamedProfiles(Protocol):
+    """An engine with named optimization profiles (TensorRT).
 
     Python before 3.12 reads `profile_names` to answer isinstance, which loads the engine: ask
     about a loaded backend."""
 
     @property
     def profile_names(self) -> list[str]: ...
+
+
+@runtime_checkable
+class ProfileSelectable(NamedProfiles, Protocol):
+    """Named optimization profiles that can be pinned one at a time (the profile sweep)."""
 
     def pin_profile(self, profile: str | int | None) -> None: ...

@@ -98,8 +98,10 @@ class TorchBackend(Backend):
     options_type = TorchOptions
     options: TorchOptions
 
-    def __init__(self, path: str | Path, options: TorchOptions | None = None) -> None:
-        super().__init__(path, options)
+    def __init__(
+        self, path: str | Path, options: TorchOptions | None = None, **keywords: Any
+    ) -> None:
+        super().__init__(path, options, **keywords)
         self._device_last: dict[str, Any] = {}
         self._split: tuple[float, float, float] | None = None
         self._args: tuple[_Arg, ...] = ()

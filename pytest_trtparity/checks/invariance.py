@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends.base import Backend, ProfileSelectable
+from ..backends.base import Backend, NamedProfiles, ProfileSelectable
 from ..contract.bindings import record_feeds
 from ..contract.model import Contract, Tier
 from ..errors import TrtParityError
@@ -216,7 +216,7 @@ def _chunks(
 
 def profiles_of(backend: Backend) -> list[str]:
     """Engine optimization profiles to pin one at a time (TensorRT); [""] where there are none."""
-    names = backend.profile_names if isinstance(backend, ProfileSelectable) else None
+    names = backend.profile_names if isinstance(backend, NamedProfiles) else None
     return list(names) if names else [""]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backends.base import Backend, ProfileSelectable
+from ..backends.base import Backend, NamedProfiles, ProfileSelectable
 from ..contract import dtypes
 from ..contract.invariants import violation
 from ..contract.model import Contract, TensorSpec
@@ -106,7 +106,7 @@ def sweep_points(contract: Contract, profiles: Sequence[PlannedProfile]) -> list
 
 def profiles_to_sweep(engine: Backend, contract: Contract) -> list[PlannedProfile]:
     """The contract's profiles that the engine has (all of them for engines without profiles)."""
-    names = engine.profile_names if isinstance(engine, ProfileSelectable) else None
+    names = engine.profile_names if isinstance(engine, NamedProfiles) else None
     planned = plan_profiles(contract)
     if names is None:
         return planned

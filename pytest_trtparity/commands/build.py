@@ -26,6 +26,16 @@ def register(sub: Any) -> None:
         description="Build a serialized TensorRT engine from an ONNX model, one optimization profile per "
         "contract profile, through the engine cache.",
     )
+    _files(parser)
+    _precision(parser)
+    _caches(parser)
+    _target(parser)
+    parser.add_argument("--json", action="store_true", help="print the build report as JSON")
+    parser.set_defaults(func=_build)
+
+
+def _files(parser: argparse.ArgumentParser) -> None:
+    """What goes in and where the engine goes."""
     parser.add_argument(
         "--onnx",
         required=True,
@@ -48,6 +58,10 @@ def register(sub: Any) -> None:
         metavar="E.plan",
         help="where to write the engine",
     )
+
+
+def _precision(parser: argparse.ArgumentParser) -> None:
+    """The build's precision, memory and profile choices."""
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,
@@ -68,6 +82,13 @@ def register(sub: Any) -> None:
         help="build only this contract profile (repeatable; default: all, in contract order)",
     )
     parser.add_argument(
+        "--tf32", action="store_true", help="allow TF32 for fp32 layers (off: true fp32 for parity)"
+    )
+
+
+def _caches(parser: argparse.ArgumentParser) -> None:
+    """The caches a build reads and updates, and the int8 calibration data."""
+    parser.add_argument(
         "--timing-cache",
         type=Path,
         metavar="PATH",
@@ -83,9 +104,10 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--reference", type=Path, metavar="REF", help="reference JSONL whose inputs calibrate int8"
     )
-    parser.add_argument(
-        "--tf32", action="store_true", help="allow TF32 for fp32 layers (off: true fp32 for parity)"
-    )
+
+
+def _target(parser: argparse.ArgumentParser) -> None:
+    """Which builder, and which runtimes and GPUs the plan must load on."""
     parser.add_argument(
         "--version-compatible",
         action="store_true",
@@ -113,8 +135,6 @@ def register(sub: Any) -> None:
         "required without a GPU)",
     )
     parser.add_argument("--device", type=int, default=0, help="CUDA device to build on")
-    parser.add_argument("--json", action="store_true", help="print the build report as JSON")
-    parser.set_defaults(func=_build)
 
 
 def _build(args: argparse.Namespace) -> int:

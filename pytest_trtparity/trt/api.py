@@ -364,36 +364,8 @@ def build_plan(trt: Any, request: BuildRequest, logger: Any) -> BuildOutput:
     builder, network = parsed.builder, parsed.network
     config = builder.create_builder_config()
     set_targets(trt, config, request.compute_capabilities, logger)
-    if request.workspace:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(request.workspace))
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    for flag in request.precision_flags:
-        member = getattr(trt.BuilderFlag, flag, None)
-        if member is None:  # trt.build refuses this first; never fall back to fp32 silently
-            raise ConfigError(f"TensorRT {version(trt)} has no BuilderFlag.{flag}")
-        config.set_flag(member)
-    if not request.allow_tf32 and has_builder_flag(trt, "TF32"):
-        config.clear_flag(
-            trt.BuilderFlag.TF32
-        )  # TF32 is on by default and rounds fp32 matmuls to 10 bits
-    if request.version_compatible:
-        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-    if request.hardware_compatibility != "NONE":
-        level = getattr(trt.HardwareCompatibilityLevel, request.hardware_compatibility, None)
-        if level is None:
-            raise ConfigError(
-                f"TensorRT {version(trt)} has no hardware compatibility level {request.hardware_compatibility}"
-            )
-        config.hardware_compatibility_level = level
-    first_profile = None
-    for index, shapes in enumerate(request.profiles):
-        profile = builder.create_optimization_profile()
-        for name, (lo, opt, hi) in shapes.items():
-            profile.set_shape(name, lo, opt, hi)
-        if config.add_optimization_profile(profile) < 0:
-            raise ConfigError(f"TensorRT rejected optimization profile {index}: {_tail(logger)}")
-        if first_profile is None:
-            first_profile = profile
+    _set_flags(trt, config, request)
+    first_profile = _add_profiles(builder, config, request.profiles, logger)
     uses_timing_cache = flavour_of(trt) == "tensorrt"  # no-ops, deprecated, in TensorRT-RTX
     if uses_timing_cache:
         timing = config.create_timing_cache(request.timing_cache)
@@ -420,6 +392,46 @@ def build_plan(trt: Any, request: BuildRequest, logger: Any) -> BuildOutput:
         log=last_lines(logger),
         network=describe_network(trt, network),
     )
+
+
+def _set_flags(trt: Any, config: Any, request: BuildRequest) -> None:
+    """Workspace, precision, TF32 and compatibility settings of the builder config."""
+    if request.workspace:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(request.workspace))
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    for flag in request.precision_flags:
+        member = getattr(trt.BuilderFlag, flag, None)
+        if member is None:  # trt.build refuses this first; never fall back to fp32 silently
+            raise ConfigError(f"TensorRT {version(trt)} has no BuilderFlag.{flag}")
+        config.set_flag(member)
+    if not request.allow_tf32 and has_builder_flag(trt, "TF32"):
+        # TF32 is on by default and rounds fp32 matmuls to 10 bits
+        config.clear_flag(trt.BuilderFlag.TF32)
+    if request.version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    if request.hardware_compatibility != "NONE":
+        level = getattr(trt.HardwareCompatibilityLevel, request.hardware_compatibility, None)
+        if level is None:
+            raise ConfigError(
+                f"TensorRT {version(trt)} has no hardware compatibility level {request.hardware_compatibility}"
+            )
+        config.hardware_compatibility_level = level
+
+
+def _add_profiles(
+    builder: Any, config: Any, profiles: Sequence[Mapping[str, Range]], logger: Any
+) -> Any:
+    """One optimization profile per entry, in order; the first (calibration runs under it)."""
+    first_profile = None
+    for index, shapes in enumerate(profiles):
+        profile = builder.create_optimization_profile()
+        for name, (lo, opt, hi) in shapes.items():
+            profile.set_shape(name, lo, opt, hi)
+        if config.add_optimization_profile(profile) < 0:
+            raise ConfigError(f"TensorRT rejected optimization profile {index}: {_tail(logger)}")
+        if first_profile is None:
+            first_profile = profile
+    return first_profile
 
 
 def _tail(logger: Any) -> str:

@@ -29,7 +29,7 @@ from ..contract.model import Contract
 from ..errors import ConfigError, TrtParityError
 from ..util.atomic import write_bytes
 from ..util.hashing import file_sha256
-from . import onnx_files
+from . import api, cuda, onnx_files
 from .api import FLAVOURS, PRECISION_FLAGS
 from .cache import EngineCache, cache_key, default_cache_dir
 from .compat import report_path, version_tuple
@@ -250,6 +250,22 @@ def choose_target(
     return Target(str(gpu.name), str(gpu.compute_capability))
 
 
+@dataclass
+class _Job:
+    """One build, decided: what to build, with which builder, for which target, under which key."""
+
+    onnx: Path
+    planned: list[PlannedProfile]
+    files: dict[str, Path]
+    digest: str
+    trt: Any
+    version: str
+    precision: PrecisionPlan
+    target: Target
+    key_options: dict[str, Any]
+    key: str
+
+
 def build_engine(
     onnx: Path,
     contract: Contract,
@@ -262,8 +278,55 @@ def build_engine(
     device: int = 0,
 ) -> BuildResult:
     """Build (or take from the engine cache) the engine for `onnx` under `contract`'s profiles."""
-    from . import api, cuda
+    job = _plan_job(onnx, contract, options, reference, device)
+    cache = EngineCache(cache_dir or default_cache_dir())
+    cached = cache.lookup(job.key)
+    if cached is not None:
+        report = json.loads(report_path(cached).read_text("utf-8"))
+        engine = cache.copy_to(cached, output) if output else cached
+        return BuildResult(engine, report, cache_hit=True)
+    version = job.version
+    cache_version = version if options.builder == "tensorrt" else f"{options.builder}-{version}"
+    tc_path = timing_cache or cache.timing_cache(cache_version, job.target.label)
+    calib_path = cache.root / "calibration" / f"{job.key[:32]}.cache"
+    request = api.BuildRequest(
+        onnx="",
+        profiles=[p.shapes for p in job.planned],
+        precision_flags=job.precision.flags,
+        strongly_typed=job.precision.strongly_typed,
+        workspace=options.workspace,
+        timing_cache=_read(tc_path),
+        allow_tf32=options.allow_tf32,
+        version_compatible=options.version_compatible,
+        hardware_compatibility=options.hardware_compatibility,
+        calibration=calibration_batches(contract, reference, job.planned[0])
+        if job.precision.calibrate and reference
+        else None,
+        calibration_cache=_read(calib_path),
+        compute_capabilities=job.target.targets,
+        origin=str(onnx),
+    )
+    logger = api.new_logger(job.trt)
+    out, seconds = _run_builder(job, request, logger)
+    if out.timing_cache:
+        write_bytes(tc_path, out.timing_cache)
+    if out.calibration_cache:
+        write_bytes(calib_path, out.calibration_cache)
+    layers, notes = _inspect(job, out.plan, logger)
+    report = _report(job, options, out, seconds, layers, notes)
+    stored = cache.store(job.key, out.plan, report)
+    engine = cache.copy_to(stored, output) if output else stored
+    return BuildResult(engine, report, cache_hit=False, notes=notes)
 
+
+def _plan_job(
+    onnx: Path,
+    contract: Contract,
+    options: BuildOptions,
+    reference: Path | None,
+    device: int,
+) -> _Job:
+    """Every decision of a build before anything is built: refusals come here, not mid-build."""
     if not onnx.is_file():
         raise ConfigError(f"{onnx}: ONNX file not found")
     planned = plan_profiles(contract, options.profiles)
@@ -297,87 +360,72 @@ def build_engine(
         flavour=options.builder,
         targets=target.targets,
     )
-    cache = EngineCache(cache_dir or default_cache_dir())
-    cached = cache.lookup(key)
-    if cached is not None:
-        report = json.loads(report_path(cached).read_text("utf-8"))
-        engine = cache.copy_to(cached, output) if output else cached
-        return BuildResult(engine, report, cache_hit=True)
-    cache_version = version if options.builder == "tensorrt" else f"{options.builder}-{version}"
-    tc_path = timing_cache or cache.timing_cache(cache_version, target.label)
-    calib_path = cache.root / "calibration" / f"{key[:32]}.cache"
-    request = api.BuildRequest(
-        onnx="",
-        profiles=[p.shapes for p in planned],
-        precision_flags=precision.flags,
-        strongly_typed=precision.strongly_typed,
-        workspace=options.workspace,
-        timing_cache=_read(tc_path),
-        allow_tf32=options.allow_tf32,
-        version_compatible=options.version_compatible,
-        hardware_compatibility=options.hardware_compatibility,
-        calibration=calibration_batches(contract, reference, planned[0])
-        if precision.calibrate and reference
-        else None,
-        calibration_cache=_read(calib_path),
-        compute_capabilities=target.targets,
-        origin=str(onnx),
-    )
-    logger = api.new_logger(trt)
+    return _Job(onnx, planned, files, digest, trt, version, precision, target, key_options, key)
+
+
+def _run_builder(
+    job: _Job, request: api.BuildRequest, logger: Any
+) -> tuple[api.BuildOutput, float]:
+    """The builder's output and its wall time, on a staged copy where the ONNX file needs one."""
     with tempfile.TemporaryDirectory(prefix="trtparity-onnx-") as tmp:
         staged = (
-            onnx_files.stage(onnx, Path(tmp), files)
-            if onnx_files.needs_staging(onnx, files)
-            else onnx
+            onnx_files.stage(job.onnx, Path(tmp), job.files)
+            if onnx_files.needs_staging(job.onnx, job.files)
+            else job.onnx
         )
         start = time.perf_counter()
-        out = api.build_plan(trt, replace(request, onnx=str(staged)), logger)
-        seconds = time.perf_counter() - start
-    if out.timing_cache:
-        write_bytes(tc_path, out.timing_cache)
-    if out.calibration_cache:
-        write_bytes(calib_path, out.calibration_cache)
-    notes: list[str] = []
-    layers = None
-    if target.targets:
-        notes.append(
+        out = api.build_plan(job.trt, replace(request, onnx=str(staged)), logger)
+        return out, time.perf_counter() - start
+
+
+def _inspect(job: _Job, plan: bytes, logger: Any) -> tuple[Any, list[str]]:
+    """Per-layer precision from the engine inspector, and notes on why there is none."""
+    if job.target.targets:
+        return None, [
             "built ahead of time without a GPU: per-layer precision is the parsed network's "
             "(the engine inspector needs a GPU the runtime supports)"
-        )
-    else:
-        try:
-            runtime, engine_obj = api.deserialize(trt, out.plan, logger)
-            if engine_obj is None:
-                raise ConfigError(f"the new plan did not deserialize: {api.last_error(logger)}")
-            layers = parse_inspector(api.inspect_layers(trt, engine_obj))
-            del engine_obj, runtime
-        except (ConfigError, ValueError) as exc:
-            notes.append(f"engine inspector unavailable: {exc}")
-    report = BuildReport(
-        trt_version=version,
-        gpu=target.gpu_name,
-        compute_capability=target.compute_capability,
-        profiles=profiles_json(planned),
+        ]
+    try:
+        runtime, engine_obj = api.deserialize(job.trt, plan, logger)
+        if engine_obj is None:
+            raise ConfigError(f"the new plan did not deserialize: {api.last_error(logger)}")
+        layers = parse_inspector(api.inspect_layers(job.trt, engine_obj))
+        del engine_obj, runtime
+    except (ConfigError, ValueError) as exc:
+        return None, [f"engine inspector unavailable: {exc}"]
+    return layers, []
+
+
+def _report(
+    job: _Job,
+    options: BuildOptions,
+    out: api.BuildOutput,
+    seconds: float,
+    layers: Any,
+    notes: list[str],
+) -> dict[str, Any]:
+    return BuildReport(
+        trt_version=job.version,
+        gpu=job.target.gpu_name,
+        compute_capability=job.target.compute_capability,
+        profiles=profiles_json(job.planned),
         options={
-            **key_options,
-            "precision_source": precision.source,
-            "strongly_typed": precision.strongly_typed,
-            "builder_flags": list(precision.flags),
+            **job.key_options,
+            "precision_source": job.precision.source,
+            "strongly_typed": job.precision.strongly_typed,
+            "builder_flags": list(job.precision.flags),
         },
         build_seconds=seconds,
         engine_bytes=len(out.plan),
         engine_sha256=hashlib.sha256(out.plan).hexdigest(),
-        onnx={"path": str(onnx), "sha256": digest, "external_data": sorted(files)},
-        cache_key=key,
+        onnx={"path": str(job.onnx), "sha256": job.digest, "external_data": sorted(job.files)},
+        cache_key=job.key,
         layers=layers,
         notes=notes,
         flavour=options.builder,
-        targets=target.targets,
+        targets=job.target.targets,
         network=network_json(out.network) if out.network is not None else None,
     ).to_json()
-    stored = cache.store(key, out.plan, report)
-    engine = cache.copy_to(stored, output) if output else stored
-    return BuildResult(engine, report, cache_hit=False, notes=notes)
 
 
 def summary_line(result: BuildResult) -> str:
