@@ -16,7 +16,7 @@ from pytest_trtparity.backends.base import (
     OnGpu,
     ProfileSelectable,
 )
-from pytest_trtparity.backends.factory import backend_options
+from pytest_trtparity.backends.factory import backend_options, plain_options
 from pytest_trtparity.backends.onnxruntime import OnnxRuntimeBackend, cuda_ep_options
 from pytest_trtparity.backends.options import (
     OnnxRuntimeOptions,
@@ -83,6 +83,16 @@ def test_the_factory_builds_each_backends_options(tmp_path: Path) -> None:
     assert baseline == TensorRTOptions(threads=2, tf32=True)
     with pytest.raises(ConfigError, match="backend 'nope'"):
         backend_options(settings, "nope")
+
+
+def test_plain_options_give_each_backend_only_what_it_takes() -> None:
+    assert plain_options("onnxruntime", provider="cuda", threads=3) == OnnxRuntimeOptions(
+        provider="cuda", threads=3
+    )
+    assert plain_options("torch", provider="cuda", threads=3) == TorchOptions(threads=3)
+    assert plain_options("tensorrt-rtx", provider="cuda") == TensorRTOptions()
+    with pytest.raises(ConfigError, match="backend 'nope'"):
+        plain_options("nope")
 
 
 def test_cuda_provider_device_id_reaches_the_provider_only_when_not_the_first() -> None:

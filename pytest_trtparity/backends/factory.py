@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ..settings import GateSettings
 from . import backend_name_for, open_backend
 from .base import Backend
-from .options import BackendOptions, OnnxRuntimeOptions, TensorRTOptions
+from .options import BackendOptions, OnnxRuntimeOptions, TensorRTOptions, TorchOptions
 
 #: The engine under test, or the second engine it is compared with (--trt-baseline): a baseline
 #: is opened plainly, without the engine's contract check, CUDA graphs or provider engine cache.
@@ -114,3 +114,15 @@ def open_baseline(settings: GateSettings, contract: Any) -> Backend:
     name = backend_name_for(path)
     options = backend_options(settings, name, contract, role="baseline")
     return open_backend(path, name, options).load()
+
+
+def plain_options(backend: str, *, provider: str = "cpu", threads: int = 0) -> BackendOptions:
+    """Options of an engine opened outside the gate (`trtparity selftest`): the ONNX Runtime
+    provider and host threads go to the backends that take them, and only to those."""
+    if backend == "onnxruntime":
+        return OnnxRuntimeOptions(provider=provider, threads=threads)
+    if backend == "torch":
+        return TorchOptions(threads=threads)
+    if backend in TENSORRT_BACKENDS:
+        return TensorRTOptions(threads=threads)
+    raise ConfigError(f"backend {backend!r}: no options known for it")

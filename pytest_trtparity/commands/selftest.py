@@ -118,7 +118,8 @@ def _select(faults: list[Fault], only: Sequence[str], skip: Sequence[str]) -> li
 
 
 def _selftest(args: argparse.Namespace) -> int:
-    from ..backends import open_backend
+    from ..backends import backend_name_for, open_backend
+    from ..backends.factory import plain_options
     from ..contract.model import load_contract
     from ..errors import ConfigError
     from ..faults import default_runners, format_table, run_catalogue
@@ -139,9 +140,9 @@ def _selftest(args: argparse.Namespace) -> int:
         warmup=args.latency_warmup,
     )
     skip = (*args.skip, "latency_regression") if args.no_latency else args.skip
-    backend = open_backend(
-        engine, args.backend, provider=args.provider, threads=args.threads
-    ).load()
+    name = backend_name_for(engine, args.backend)
+    options = plain_options(name, provider=args.provider, threads=args.threads)
+    backend = open_backend(engine, name, options).load()
     try:
         print(
             f"trtparity selftest: {engine} on {backend.info().backend}; suites: {', '.join(runners)}"
