@@ -199,10 +199,8 @@ def trt_gate(pytestconfig: pytest.Config) -> GateSession:
 @pytest.fixture(scope="session")
 def trt_contract(trt_settings: GateSettings, trt_gate: GateSession) -> Contract:
     """The binding contract named by --trt-contract, validated."""
-    from .contract.model import load_contract
-
     try:
-        contract = load_contract(trt_settings.require("contract"))
+        contract = trt_settings.load_contract()
     except TrtParityError as exc:
         trt_gate.errors.append(str(exc))
         _fail_config(exc)

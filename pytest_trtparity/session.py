@@ -184,7 +184,7 @@ class GateSession:
 
     def _merge_contract(self) -> Contract:
         if self.contract is None and self.settings.contract is not None:
-            self.contract, _ = _contract_or_error(self.settings.contract)
+            self.contract, _ = _contract_or_error(self.settings)
         if self.contract is None:
             raise TrtParityError(
                 "sharded results cannot be judged: the contract could not be loaded"
@@ -404,7 +404,7 @@ class GateSession:
         or the controller of an xdist run). A broken contract becomes an error of the run."""
         if self.contract is not None or self.settings.contract is None:
             return
-        self.contract, error = _contract_or_error(self.settings.contract)
+        self.contract, error = _contract_or_error(self.settings)
         if error is not None and error not in self.errors:
             self.errors.append(error)
 
@@ -435,12 +435,11 @@ def _sentence(exc: BaseException, where: Path, what: str = "the full summary") -
     )
 
 
-def _contract_or_error(path: Path) -> tuple[Contract | None, str | None]:
-    from .contract.model import load_contract
-
+def _contract_or_error(settings: GateSettings) -> tuple[Contract | None, str | None]:
+    """The run's contract (loaded once, see contract/once.py), or the sentence of why not."""
     try:
-        return load_contract(path), None
+        return settings.load_contract(), None
     except TrtParityError as exc:
         return None, str(exc)
     except Exception as exc:  # the parser's own bug must not cost the verdict
-        return None, f"{path}: contract cannot be read: {type(exc).__name__}: {exc}"
+        return None, f"{settings.contract}: contract cannot be read: {type(exc).__name__}: {exc}"

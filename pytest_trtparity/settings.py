@@ -9,10 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from .contract.once import ContractOnce
 from .errors import ConfigError
 from .util.paths import resolve
+
+if TYPE_CHECKING:
+    from .contract.model import Contract
 
 MODES = ("auto", "functional", "closed_loop", "both")
 
@@ -196,6 +200,8 @@ class GateSettings:
     #: needs them: a repository's ini defaults must not break its unrelated test runs, and a gate run
     #: must still leave its verdict (fail) and summary.json.
     deferred: Mapping[str, str] = field(default_factory=dict)
+    #: the contract, loaded by whichever part of the run needs it first (see contract/once.py)
+    _contract: ContractOnce = field(default_factory=ContractOnce, repr=False, compare=False)
 
     def require(self, what: str) -> Path:
         if what in self.deferred:
@@ -206,6 +212,11 @@ class GateSettings:
                 f"no {what} given: pass --trt-{what} PATH or set trt_{what} in your ini file"
             )
         return value  # type: ignore[no-any-return]
+
+    def load_contract(self) -> Contract:
+        """The contract named by --trt-contract, parsed once per run: every later call returns the
+        same object, or raises the first call's error again (ConfigError when none was given)."""
+        return self._contract.load(self.require("contract"))
 
 
 def _convert(spec: OptionSpec, value: Any, base: Path, source: str) -> Any:

@@ -286,3 +286,37 @@ def test_environment_hook_adds_facts_to_the_summary(
     environment = json.loads((out / "summary.json").read_text())["environment"]
     assert environment["gpu_driver"] == "580.159.04" and environment["runner"] == "gpu-runner-7"
     assert environment["backend"] == "onnxruntime"  # the plugin's own facts stay
+
+
+COUNTING_CONFTEST = """
+import pytest
+from pytest_trtparity.contract import model
+
+calls = []
+_load = model.load_contract
+
+
+def _counted(path):
+    calls.append(str(path))
+    return _load(path)
+
+
+model.load_contract = _counted
+
+
+def pytest_unconfigure(config):
+    (config.rootpath / "loads.txt").write_text(str(len(calls)))
+"""
+
+
+def test_a_gate_run_parses_its_contract_once(
+    pytester: pytest.Pytester, gate_dir: Path, silero_onnx: Path
+) -> None:
+    """Collection (mode auto), the contract fixture, the engine and the artifacts all use the one
+    contract the run loaded (it was parsed 3 times per run before)."""
+    pytester.makeconftest(COUNTING_CONFTEST)
+    out = pytester.path / "artifacts"
+    args = [a for a in gate_args(silero_onnx, out) if a != "--trt-mode=functional"]
+    result = pytester.runpytest_subprocess(*args, "--trt-mode=auto")
+    assert_gate_passed(result)
+    assert (pytester.path / "loads.txt").read_text() == "1"

@@ -27,9 +27,7 @@ ORT_TRT_CACHE = "ort-tensorrt"
 def _contract(settings: GateSettings) -> Any:
     if settings.contract is None:
         return None
-    from ..contract.model import load_contract
-
-    return load_contract(settings.contract)
+    return settings.load_contract()
 
 
 def build_on_demand(

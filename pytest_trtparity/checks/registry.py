@@ -221,9 +221,7 @@ def selected_suites(settings: GateSettings) -> frozenset[str] | None:
         if settings.contract is None:
             return None
         try:
-            from ..contract.model import load_contract
-
-            has_state = bool(load_contract(settings.contract).state)
+            has_state = bool(settings.load_contract().state)
         except Exception:  # the contract fixture reports the real error with file and field
             return None
         if has_state:
