@@ -224,32 +224,7 @@ def test_command_rejects_engines_it_cannot_open(tmp_path: Path) -> None:
 # -- PyTorch forward hooks ---------------------------------------------------------------------
 
 
-def test_torch_hooks_capture_module_outputs_by_path() -> None:
-    torch = pytest.importorskip("torch")
-    from pytest_trtparity.explain.torch_hooks import TorchTaps, module_tensors
-
-    model = torch.nn.Sequential(
-        torch.nn.Linear(3, 4), torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
-    )
-    nodes = [
-        TensorNode("/0/Gemm_output_0", "/0/Gemm", "Gemm", "0", ("x",), 1),
-        TensorNode("/1/0/Gemm_output_0", "/1/0/Gemm", "Gemm", "1.0", ("/0/Gemm_output_0",), 1),
-        TensorNode("/1/1/Relu_output_0", "/1/1/Relu", "Relu", "1.1", ("/1/0/Gemm_output_0",), 1),
-    ]
-    assert module_tensors(nodes)["1.1"] == "/1/1/Relu_output_0"
-
-    def step(feeds: Any) -> dict[str, np.ndarray]:
-        with torch.no_grad():
-            return {"y": model(torch.from_numpy(feeds["x"])).numpy()}
-
-    taps = TorchTaps(model, step, nodes)
-    x = np.ones((2, 3), np.float32)
-    got = taps.run({"x": x}, [n.tensor for n in nodes], ["y"])
-    with torch.no_grad():
-        first = model[0](torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(got["/0/Gemm_output_0"], first, rtol=1e-6)
-    np.testing.assert_array_equal(got["/1/1/Relu_output_0"], got["y"])
-    assert not model[0]._forward_hooks  # hooks removed after the run
+# Module capture and matching: tests/test_explain_torch.py.
 
 
 # -- TensorRT debug tensors against a fake ------------------------------------------------------
@@ -345,11 +320,15 @@ def test_trt_listener_copies_each_debug_tensor() -> None:
 
 
 def _fake_torch(on: bool) -> Any:
+    """The flags of PyTorch before 2.9 (no per-operation precisions)."""
+    precision = {"value": "high" if on else "highest"}
     return SimpleNamespace(
         backends=SimpleNamespace(
             cuda=SimpleNamespace(matmul=SimpleNamespace(allow_tf32=on)),
             cudnn=SimpleNamespace(allow_tf32=on),
-        )
+        ),
+        get_float32_matmul_precision=lambda: precision["value"],
+        set_float32_matmul_precision=lambda v: precision.update(value=v),
     )
 
 

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 if TYPE_CHECKING:
     from ..contract.model import Contract
+    from ..explain.api import EngineSpec
     from ..explain.diagnosis import Diagnosis
     from ..reference.reader import Record
 
@@ -36,7 +34,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "runs the probes (a node in fp32, the source's weights).",
     )
     parser.add_argument(
-        "--engine", required=True, metavar="PATH", help="engine (.onnx) or pkg:PACKAGE/FILE"
+        "--engine",
+        required=True,
+        metavar="PATH",
+        help="engine (.onnx on ONNX Runtime; .jit/.pt/.ts/.pt2 on PyTorch) or pkg:PACKAGE/FILE",
     )
     parser.add_argument(
         "--onnx", required=True, metavar="PATH", help="the source ONNX of the engine"
@@ -45,7 +46,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--ref", required=True, metavar="PATH", help="reference records (JSONL or JSONL.gz)"
     )
-    parser.add_argument("--chunk", required=True, metavar="ID", help="chunk: INDEX or STREAM#INDEX")
+    parser.add_argument(
+        "--chunk",
+        required=True,
+        metavar="ID",
+        help="chunk: INDEX, STREAM#INDEX, or auto / STREAM#auto (with one --output: the worst chunk, or in closed loop the first over the fail tier)",
+    )
     parser.add_argument(
         "--closed-loop",
         action="store_true",
@@ -59,6 +65,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--budget", type=float, default=5.0, metavar="S", help="seconds per output (default 5)"
+    )
+    parser.add_argument(
+        "--entry",
+        default="",
+        metavar="NAME",
+        help="PyTorch: the submodule or method to call (like --trt-torch-entry)",
+    )
+    parser.add_argument(
+        "--device", default="cpu", metavar="DEV", help="PyTorch: cpu or cuda[:N] (default cpu)"
+    )
+    parser.add_argument(
+        "--tf32", action="store_true", help="PyTorch on CUDA: allow TF32 (like --trt-tf32)"
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the diagnoses as JSON")
     parser.add_argument(
@@ -82,47 +100,60 @@ def parse_chunk(text: str) -> tuple[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import onnx
-
     from ..contract.model import load_contract
-    from ..errors import ConfigError
+    from ..explain.api import EngineSpec, explain_failure
     from ..util.paths import resolve
 
     cwd = Path.cwd()
     engine, source, contract_path, ref = (
         resolve(str(p), cwd) for p in (args.engine, args.onnx, args.contract, args.ref)
     )
-    if engine.suffix != ".onnx":
-        raise ConfigError(
-            f"{engine}: trtparity explain runs ONNX Runtime engines (.onnx); use the Python API "
-            "(pytest_trtparity.explain) with TorchTaps or the TensorRT debug tensors for others"
-        )
+    spec = EngineSpec(engine, entry=args.entry, device=args.device, tf32=args.tf32)
     contract = load_contract(contract_path)
-    stream, index = parse_chunk(args.chunk)
-    records = _stream_records(ref, stream, index)
     suite = "closed_loop" if args.closed_loop else "functional"
-    feeds, got = _replay(engine, contract, records, closed_loop=args.closed_loop)
-    record = records[-1]
-    outputs = args.output or _failing(contract, record, got, suite)
-    if not outputs:
+    stream, index = _chunk_index(args, spec, contract, ref, suite)
+    records = _stream_records(ref, stream, index)
+    diagnoses = explain_failure(
+        spec, source, contract, records, suite=suite, outputs=args.output, budget_s=args.budget
+    )
+    if not diagnoses:
         print(
             f"trtparity explain: no output fails on chunk {stream}#{index} ({suite}); nothing to explain"
         )
         return 0
-    diagnoses = [
-        _explain(
-            onnx.load(str(engine)),
-            onnx.load(str(source)),
-            contract,
-            record,
-            feeds,
-            name,
-            suite,
-            args.budget,
-        )
-        for name in outputs
-    ]
     return _emit(diagnoses, args)
+
+
+def _chunk_index(
+    args: argparse.Namespace, spec: EngineSpec, contract: Contract, ref: Path, suite: str
+) -> tuple[str, int]:
+    """The chunk asked for; `auto` (or `STREAM#auto`): the one the gate would explain for the
+    single `--output`, the worst (functional) or the first over the fail tier (closed loop)."""
+    from ..errors import ConfigError
+    from ..explain.api import chunk_errors, chunk_that_matters, fail_tier, open_engine
+    from ..reference.reader import ReferenceReader
+
+    stream, _, index = args.chunk.rpartition("#")
+    if index != "auto":
+        return parse_chunk(args.chunk)
+    if not args.output or len(args.output) != 1:
+        raise ConfigError(f"--chunk {args.chunk}: auto needs exactly one --output")
+    name, stream = args.output[0], stream or "default"
+    records = [r for r in ReferenceReader(ref) if r.stream == stream]
+    if not records:
+        raise ConfigError(f"{ref}: no stream {stream!r} in the reference")
+    backend = open_engine(spec, contract)
+    try:
+        errors = chunk_errors(backend, contract, records, name, closed_loop=suite == "closed_loop")
+    finally:
+        backend.close()
+    tier = fail_tier(contract, name, suite)
+    pick = chunk_that_matters(errors, tier, closed_loop=suite == "closed_loop")
+    print(
+        f"trtparity explain: chunk {stream}#{records[pick].chunk_index} ({suite}, {name!r} "
+        f"error {errors[pick]:.3g}, fail tier {tier:.3g}, worst {max(errors):.3g})"
+    )
+    return stream, records[pick].chunk_index
 
 
 def _stream_records(ref: Path, stream: str, index: int) -> list[Record]:
@@ -136,90 +167,6 @@ def _stream_records(ref: Path, stream: str, index: int) -> list[Record]:
             if record.chunk_index == index:
                 return out
     raise ConfigError(f"{ref}: no chunk {stream}#{index} in the reference")
-
-
-def _replay(
-    engine: Path, contract: Contract, records: list[Record], *, closed_loop: bool
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The feeds the engine sees on the last record, and its outputs there."""
-    from ..backends import open_backend
-    from ..contract.bindings import record_feeds
-
-    backend = open_backend(engine, "onnxruntime").load()
-    try:
-        steps = records if closed_loop else records[-1:]
-        last: dict[str, np.ndarray] = {}
-        feeds: dict[str, np.ndarray] = {}
-        for i, record in enumerate(steps):
-            feeds = record_feeds(contract, record.inputs, backend.inputs, record.where)
-            if closed_loop and i > 0:
-                for pair in contract.state:
-                    if pair.input in feeds:
-                        feeds[pair.input] = last[pair.output]
-            last = backend.run(feeds)
-        return feeds, last
-    finally:
-        backend.close()
-
-
-def _tier(contract: Contract, name: str, suite: str) -> float:
-    if suite == "closed_loop":
-        drift = contract.closed_loop.outputs.get(name) or contract.closed_loop.default
-        if drift is not None and drift.max is not None and drift.max.fail is not None:
-            return drift.max.fail
-    tol = contract.tolerance(name)
-    if tol.chunk is not None and tol.chunk.fail is not None:
-        return tol.chunk.fail
-    return 0.0
-
-
-def _failing(
-    contract: Contract, record: Record, got: Mapping[str, np.ndarray], suite: str
-) -> list[str]:
-    from ..explain.localize import tensor_error
-
-    return [
-        spec.name
-        for spec in contract.outputs
-        if np.asarray(record.outputs[spec.name]).dtype.kind == "f"
-        and tensor_error(
-            record.outputs[spec.name], got[spec.name], contract.tolerance(spec.name).metric
-        )
-        > _tier(contract, spec.name, suite)
-    ]
-
-
-def _explain(
-    engine_model: Any,
-    source_model: Any,
-    contract: Contract,
-    record: Record,
-    feeds: dict[str, np.ndarray],
-    output: str,
-    suite: str,
-    budget: float,
-) -> Diagnosis:
-    from ..explain.engines import OnnxTaps
-    from ..explain.run import Chunk, explain_chunk, onnx_probes
-    from ..judge.results import chunk_label
-
-    chunk = Chunk(
-        chunk_label(record.stream, record.chunk_index),
-        feeds,
-        dict(record.inputs),
-        dict(record.outputs),
-    )
-    return explain_chunk(
-        source=source_model,
-        engine=OnnxTaps(engine_model),
-        chunk=chunk,
-        output=output,
-        tier=_tier(contract, output, suite),
-        metric=contract.tolerance(output).metric,
-        suite=suite,
-        probes=onnx_probes(engine_model, source_model, chunk, output),
-        budget_s=budget,
-    )
 
 
 def _emit(diagnoses: list[Diagnosis], args: argparse.Namespace) -> int:

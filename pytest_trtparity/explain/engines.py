@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .graph import prepare_graph
-from .intermediates import comparable, run_with_outputs, tensor_nodes
+from .intermediates import TensorNode, comparable, run_with_outputs, tensor_nodes
 from .names import match_names
 
 
@@ -25,9 +25,18 @@ class EngineTaps(Protocol):
     notes: tuple[str, ...]
 
     def run(
-        self, feeds: Mapping[str, np.ndarray], names: Sequence[str], outputs: Sequence[str]
+        self,
+        feeds: Mapping[str, np.ndarray],
+        names: Sequence[str],
+        outputs: Sequence[str],
+        *,
+        reference: Mapping[str, np.ndarray] | None = None,
+        nodes: Sequence[TensorNode] = (),
     ) -> dict[str, np.ndarray]:
-        """The engine's `outputs` and the observable ones of `names` (reference names) for one chunk."""
+        """The engine's `outputs` and the observable ones of `names` (reference names) for one chunk.
+
+        `reference` (the source's values) and `nodes` (its graph) are there for engines whose
+        tensors are matched by module and value rather than by name (PyTorch)."""
         ...
 
 
@@ -46,7 +55,13 @@ class OnnxTaps:
     prepared: Any = field(default=None, init=False)
 
     def run(
-        self, feeds: Mapping[str, np.ndarray], names: Sequence[str], outputs: Sequence[str]
+        self,
+        feeds: Mapping[str, np.ndarray],
+        names: Sequence[str],
+        outputs: Sequence[str],
+        *,
+        reference: Mapping[str, np.ndarray] | None = None,
+        nodes: Sequence[TensorNode] = (),
     ) -> dict[str, np.ndarray]:
         if self.prepared is None:
             self.prepared = prepare_graph(self.model, feeds).model

@@ -36,10 +36,26 @@ def module_path(node: Any) -> str:
                 scopes = ast.literal_eval(prop.value)
             except (ValueError, SyntaxError):
                 break
-            parts = [str(s) for s in scopes if s]
-            if parts:
-                return ".".join(parts)
+            return module_of_scopes([str(s) for s in scopes if s])
     return module_of_name(node.name)
+
+
+def module_of_scopes(scopes: list[str]) -> str:
+    """The dynamo exporter's scopes (`['encoder', 'encoder.0', 'encoder.0.proj', 'linear']`: each
+    module's full path, then the op) -> `encoder.0.proj`."""
+    return _join(scopes[:-1])
+
+
+def _join(parts: list[str]) -> str:
+    """Scope segments to a module path; a segment that repeats the path so far (`encoder.0` after
+    `encoder`, as both exporters write children of containers) replaces it instead of extending it."""
+    path: list[str] = []
+    for part in parts:
+        if (path and part.startswith(".".join(path) + ".")) or (not path and "." in part):
+            path = part.split(".")
+        else:
+            path.append(part)
+    return ".".join(path)
 
 
 def module_of_name(name: str) -> str:
@@ -50,8 +66,7 @@ def module_of_name(name: str) -> str:
     if "/" not in name:
         return ""
     bare = name[name.index("/") :]
-    parts = [p for p in bare.split("/") if p][:-1]
-    return ".".join(parts)
+    return _join([p for p in bare.split("/") if p][:-1])
 
 
 def match_names(reference: list[str], engine: list[str]) -> dict[str, str]:

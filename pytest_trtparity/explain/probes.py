@@ -24,6 +24,9 @@ def sentence(setting: str, before: float, after: float, tier: float, cause: str)
     """The one sentence a probe reports."""
     if after <= tier < before:
         return f"with {setting} the error falls from {before:.3g} to {after:.3g}, under the fail tier {tier:.3g}: {cause} is the likely cause"
+    if after < before and before <= tier:
+        share = "the likely cause" if after * 10 <= before else "part of the cause"
+        return f"with {setting} the error falls from {before:.3g} to {after:.3g} (the chunk was already under the fail tier {tier:.3g}): {cause} is {share} of the error"
     if after < before:
         return f"with {setting} the error falls from {before:.3g} to {after:.3g}, still above the fail tier {tier:.3g}: {cause} is not the whole cause"
     return f"with {setting} the error stays at {after:.3g} (was {before:.3g}, fail tier {tier:.3g}): {cause} is not the cause"
@@ -93,18 +96,20 @@ def source_weights_probe(
 
 @contextmanager
 def tf32(enabled: bool, torch: Any = None) -> Iterator[None]:
-    """PyTorch's TF32 switches (matmul and cuDNN) set to `enabled` for the block, then restored."""
+    """PyTorch's TF32 switches (matmul, cuDNN convolutions and recurrences) set to `enabled` for the
+    block, then restored; through the backend's own setter, which keeps PyTorch 2.9+'s per-operation
+    precisions and the older flags in step."""
+    from ..backends.torch_math import apply_tf32
+
     if torch is None:
         import torch as _torch
 
         torch = _torch
-    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
-    saved = (matmul.allow_tf32, cudnn.allow_tf32)
-    matmul.allow_tf32 = cudnn.allow_tf32 = enabled
+    restore = apply_tf32(torch, enabled)
     try:
         yield
     finally:
-        matmul.allow_tf32, cudnn.allow_tf32 = saved
+        restore()
 
 
 def tf32_probe(

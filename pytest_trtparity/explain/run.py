@@ -56,7 +56,7 @@ def explain_chunk(
     compared = comparable(nodes)
     names = [n.tensor for n in compared]
     reference = run_with_outputs(prepared.model, chunk.reference_feeds, names, optimize=False)
-    got = engine.run(chunk.feeds, names, [output])
+    got = engine.run(chunk.feeds, names, [output], reference=reference, nodes=nodes)
     input_errors = {
         k: tensor_error(v, chunk.feeds[k], metric)
         for k, v in chunk.reference_feeds.items()

@@ -56,7 +56,11 @@ def rtx(gpu: cuda.DeviceInfo) -> str:
 def _load(plan: Path) -> dict[str, object]:
     proc = subprocess.run(
         [sys.executable, "-c", LOAD, str(plan)],
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        # the checkout first, then whatever the caller's path holds (wheels installed with --target)
+        env=dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        ),
         capture_output=True,
         text=True,
         timeout=300,
@@ -94,6 +98,7 @@ def test_rtx_plan_runs_or_is_refused_in_one_sentence(
     error = str(result["error"])
     assert error.startswith(f"{plan}: TensorRT-RTX {rtx} refuses to run on this GPU: ")
     assert f"compute capability {gpu.compute_capability}" in error and "\n" not in error
+    print(f"refusal: {error}")  # the sentence users see, kept in the run's log (-rP)
 
 
 def test_plan_for_another_target_is_refused_from_its_build_report(
@@ -105,3 +110,4 @@ def test_plan_for_another_target_is_refused_from_its_build_report(
     assert f"built ahead of time for compute capability {other}, but this GPU" in str(
         result["error"]
     )
+    print(f"refusal: {result['error']}")
