@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -80,7 +81,11 @@ def pytest_configure(config: pytest.Config) -> None:
         settings = settings_from_config(config)
     except TrtParityError as exc:
         raise pytest.UsageError(str(exc)) from None
-    config.stash[SESSION_KEY] = GateSession(settings=settings)
+    gate = GateSession(
+        settings=settings, writes=runs_gate(config), requested=gate_requested(config)
+    )
+    config.stash[SESSION_KEY] = gate
+    config.pluginmanager.register(gate, "trtparity-session")  # its hooks end the run
     config.pluginmanager.register(PerformanceSummary(), "trtparity-performance")
     from .bundled import BundledSuites, use_bundled_directly
     from .xdist_support import install
@@ -146,10 +151,8 @@ def pytest_collection(session: pytest.Session) -> Iterator[None]:
 
 def start_gate(config: pytest.Config) -> None:
     """Claim the artifacts folder as soon as this process knows it runs the gate."""
-    from .bundled import gate_requested
-
     gate = gate_session(config)
-    if not runs_gate(config) or not (gate.gate_items or gate_requested(config)):
+    if not gate.writes or not (gate.gate_items or gate.requested):
         return
     gate.start()  # a second live run into the same folder stops here, naming the holder
 
@@ -172,8 +175,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     gate.gate_items = sum(1 for item in items if _suite_of(item) is not None)
 
 
-def _fail_config(exc: TrtParityError) -> None:
-    pytest.fail(str(exc), pytrace=False)
+@contextlib.contextmanager
+def gate_errors(gate: GateSession) -> Iterator[None]:
+    """What a gate fixture cannot set up (no contract, a broken engine, no reference) becomes an
+    error of the run, which the summary lists, and fails the test with that one sentence."""
+    try:
+        yield
+    except TrtParityError as exc:
+        gate.errors.append(str(exc))
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -188,23 +198,19 @@ def trt_gate(pytestconfig: pytest.Config) -> GateSession:
     from .util.atomic import ensure_writable
 
     gate = gate_session(pytestconfig)
-    if not hasattr(pytestconfig, "workerinput"):  # the controller writes the artifacts
+    if gate.writes:  # the controller writes the artifacts
         try:
             ensure_writable(gate.settings.artifacts)
         except TrtParityError as exc:
-            _fail_config(exc)
+            pytest.fail(str(exc), pytrace=False)  # no verdict can be written to list it
     return gate
 
 
 @pytest.fixture(scope="session")
 def trt_contract(trt_settings: GateSettings, trt_gate: GateSession) -> Contract:
     """The binding contract named by --trt-contract, validated."""
-    try:
+    with gate_errors(trt_gate):
         contract = trt_settings.load_contract()
-    except TrtParityError as exc:
-        trt_gate.errors.append(str(exc))
-        _fail_config(exc)
-        raise
     trt_gate.contract = contract
     return contract
 
@@ -215,15 +221,12 @@ def trt_engine(trt_settings: GateSettings, trt_gate: GateSession) -> Iterator[Ba
     from .backends.factory import open_engine
     from .errors import ExecutionUnavailable
 
-    try:
-        backend = open_engine(trt_settings)
-        trt_gate.environment.update(backend.info().to_json())
-    except ExecutionUnavailable as exc:  # no GPU its runtime supports: skip, naming why
-        pytest.skip(f"the engine cannot execute here: {exc}")
-    except TrtParityError as exc:
-        trt_gate.errors.append(str(exc))
-        _fail_config(exc)
-        raise
+    with gate_errors(trt_gate):
+        try:
+            backend = open_engine(trt_settings)
+            trt_gate.environment.update(backend.info().to_json())
+        except ExecutionUnavailable as exc:  # no GPU its runtime supports: skip, naming why
+            pytest.skip(f"the engine cannot execute here: {exc}")
     yield backend
     backend.close()
 
@@ -233,15 +236,12 @@ def trt_reference(trt_settings: GateSettings, trt_gate: GateSession) -> Referenc
     """The reference records (read lazily, one at a time, on iteration)."""
     from .reference.reader import ReferenceReader
 
-    try:
+    with gate_errors(trt_gate):
         path = trt_settings.require("ref")
         if not path.is_file():
             raise ConfigError(f"{path}: reference file not found")
-        return ReferenceReader(path)
-    except TrtParityError as exc:
-        trt_gate.errors.append(str(exc))
-        _fail_config(exc)
-        raise
+        reader = ReferenceReader(path)
+    return reader
 
 
 @pytest.fixture
@@ -271,14 +271,10 @@ def trt_baseline(
         return
     from .checks.baseline import open_baseline
 
-    try:
-        contract = request.getfixturevalue("trt_contract")
+    contract = request.getfixturevalue("trt_contract")
+    with gate_errors(trt_gate):
         backend = open_baseline(trt_settings, contract)
         trt_gate.environment["baseline"] = backend.info().to_json()
-    except TrtParityError as exc:
-        trt_gate.errors.append(str(exc))
-        _fail_config(exc)
-        raise
     yield backend
     backend.close()
 
@@ -290,7 +286,7 @@ class PerformanceSummary:
     def pytest_terminal_summary(
         self, terminalreporter: pytest.TerminalReporter, config: pytest.Config
     ) -> None:
-        if hasattr(config, "workerinput"):
+        if is_worker(config):
             return
         lines = [
             str(line) for r in gate_session(config).results for line in r.extra.get("table", [])
@@ -317,37 +313,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     gate.after_report(outcome.get_result(), suite)
 
 
+def is_worker(config: pytest.Config) -> bool:
+    """A pytest-xdist worker: it runs tests and reports to the controller, which judges and writes."""
+    return hasattr(config, "workerinput")
+
+
 def runs_gate(config: pytest.Config) -> bool:
     """This process writes the artifacts: not an xdist worker (the controller does), and the run
     executes tests (--collect-only judges nothing)."""
-    return not hasattr(config, "workerinput") and not config.getoption("collectonly", False)
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    config = session.config
-    if not runs_gate(config):
-        return
-    gate = gate_session(config)
-    if not (gate.gate_items or gate.results or gate.errors or gate_requested(config)):
-        return  # not a gate run: nothing to judge, no artifacts
-    for facts in config.hook.pytest_trtparity_environment(config=config):
-        gate.environment.update(facts or {})
-    try:
-        gate.write()
-    except TrtParityError as exc:
-        gate.errors.append(str(exc))
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        return
-    from .judge.tiers import Level
-
-    if gate.verdict is Level.FAIL and session.exitstatus == pytest.ExitCode.OK:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    return not is_worker(config) and not config.getoption("collectonly", False)
 
 
 def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, config: pytest.Config
 ) -> None:
-    if hasattr(config, "workerinput"):
+    if is_worker(config):
         return
     gate = gate_session(config)
     if gate.summary is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,9 +48,46 @@ class GateSession:
     _lock: FolderLock | None = field(default=None, repr=False, compare=False)
     #: Why the folder could not be claimed, when another run holds it: then nothing is written.
     _busy: str | None = field(default=None, repr=False, compare=False)
+    #: This process writes the artifacts (not an xdist worker, not --collect-only).
+    writes: bool = True
+    #: A gate option was given (or `trtparity gate` ran): the run owes a verdict even with no test.
+    requested: bool = False
     #: Plots drawn this run, by content fingerprint: a picture is drawn once, whether pytest-html
     #: asked for it first or the final artifacts did.
     _drawn: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
+
+    # -- the pytest face: plugin.py registers the session as a plugin; its hooks are one line ----
+
+    @pytest.hookimpl(trylast=True)  # after other plugins' ends, as a module hook of plugin.py ran
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        config = session.config
+        session.exitstatus = self.finish(
+            session.exitstatus, lambda: config.hook.pytest_trtparity_environment(config=config)
+        )
+
+    def finish(
+        self,
+        exitstatus: int,
+        facts: Callable[[], Iterable[Mapping[str, Any] | None]] = tuple,
+    ) -> int:
+        """The run's exit status once the gate has written its verdict: a failing verdict, or a
+        folder that cannot be written, fails a run pytest alone would pass. A run that is no gate
+        run (no gate test, nothing asked for) is left as it is and writes nothing. `facts` (the
+        environment hook's answers) is asked only when there is a verdict to write."""
+        if not self.writes or not (
+            self.gate_items or self.results or self.errors or self.requested
+        ):
+            return exitstatus
+        for found in facts():
+            self.environment.update(found or {})
+        try:
+            self.write()
+        except TrtParityError as exc:
+            self.errors.append(str(exc))
+            return pytest.ExitCode.TESTS_FAILED
+        if self.verdict is Level.FAIL and exitstatus == pytest.ExitCode.OK:
+            return pytest.ExitCode.TESTS_FAILED
+        return exitstatus
 
     def record(self, result: SuiteResult) -> None:
         self.results = [r for r in self.results if r.suite != result.suite] + [result]
