@@ -12,6 +12,7 @@ import pytest
 from .bundled import gate_requested
 from .errors import ConfigError, TrtParityError
 from .settings import OPTIONS, GateSettings, resolve_settings
+from .xdist_support import is_worker
 
 if TYPE_CHECKING:
     from .backends.base import Backend
@@ -311,11 +312,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     gate.before_report(item, suite, failed)
     outcome: Any = yield
     gate.after_report(outcome.get_result(), suite)
-
-
-def is_worker(config: pytest.Config) -> bool:
-    """A pytest-xdist worker: it runs tests and reports to the controller, which judges and writes."""
-    return hasattr(config, "workerinput")
 
 
 def runs_gate(config: pytest.Config) -> bool:

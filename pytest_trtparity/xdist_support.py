@@ -30,6 +30,8 @@ DEVICE_KEY = pytest.StashKey["int | None"]()
 
 
 def is_worker(config: pytest.Config) -> bool:
+    """A pytest-xdist worker: it runs tests and reports to the controller, which judges and writes
+    (the one place that asks; the plugin's hooks and fixtures use this)."""
     return hasattr(config, "workerinput")
 
 

@@ -179,3 +179,27 @@ def test_contract_json_error_names_line(tmp_path: Path) -> None:
     path.write_text('{\n  "model": "a",\n  "inputs": [\n}\n')
     with pytest.raises(ContractError, match=r"c.json:4: invalid JSON"):
         load_contract(path)
+
+
+def test_the_run_loads_its_contract_once_and_keeps_its_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_trtparity.contract import model
+    from pytest_trtparity.contract.once import ContractOnce
+
+    loads: list[Path] = []
+    real = model.load_contract
+
+    def counted(path: Path) -> Any:
+        loads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(model, "load_contract", counted)
+    once = ContractOnce()
+    assert once.load(SILERO_CONTRACT) is once.load(SILERO_CONTRACT)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    for _ in range(2):  # the same error, from the one parse
+        with pytest.raises(ContractError, match=r"broken\.json:1"):
+            once.load(broken)
+    assert loads == [SILERO_CONTRACT, broken]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -320,3 +321,48 @@ def test_a_gate_run_parses_its_contract_once(
     result = pytester.runpytest_subprocess(*args, "--trt-mode=auto")
     assert_gate_passed(result)
     assert (pytester.path / "loads.txt").read_text() == "1"
+
+
+def _session(folder: Path, **flags: bool) -> Any:
+    from pytest_trtparity.session import GateSession
+    from pytest_trtparity.settings import resolve_settings
+
+    cli = {"trt_artifacts": str(folder)}
+    return GateSession(resolve_settings(cli, {}, cli_base=folder, ini_base=folder), **flags)
+
+
+def test_session_finish_judges_only_a_gate_run_and_returns_the_exit_status(
+    tmp_path: Path,
+) -> None:
+    asked: list[int] = []
+
+    def facts() -> list[dict[str, str]]:
+        asked.append(1)
+        return [{"runner": "ci-7"}]
+
+    assert _session(tmp_path / "plain").finish(0, facts) == 0  # no gate test, nothing asked for
+    assert _session(tmp_path / "worker", writes=False, requested=True).finish(0, facts) == 0
+    assert not asked and not (tmp_path / "plain").exists() and not (tmp_path / "worker").exists()
+    owed = _session(tmp_path / "owed", requested=True)  # asked for, and nothing ran: a fail
+    assert owed.finish(pytest.ExitCode.OK, facts) == pytest.ExitCode.TESTS_FAILED
+    summary = json.loads((tmp_path / "owed" / "summary.json").read_text())
+    assert summary["verdict"] == "fail" and summary["environment"]["runner"] == "ci-7"
+    stopped = _session(tmp_path / "stopped", requested=True)  # pytest's own status is kept
+    assert stopped.finish(pytest.ExitCode.INTERRUPTED) == pytest.ExitCode.INTERRUPTED
+
+
+def test_one_fixture_error_handler_records_the_error_and_fails_with_its_sentence(
+    tmp_path: Path,
+) -> None:
+    from pytest_trtparity.errors import ContractError
+    from pytest_trtparity.plugin import gate_errors
+
+    gate = _session(tmp_path)
+    with gate_errors(gate):
+        pass
+    sentence = r"^c\.json:3: at \$\.model: broken$"
+    with pytest.raises(pytest.fail.Exception, match=sentence), gate_errors(gate):
+        raise ContractError("c.json:3: at $.model: broken")
+    with pytest.raises(KeyError), gate_errors(gate):  # not a gate error: it stays a traceback
+        raise KeyError("bug")
+    assert gate.errors == ["c.json:3: at $.model: broken"]
