@@ -203,7 +203,7 @@ def measure(
         )
         if result.error:
             raise RuntimeError(result.error)
-        extra = dict(result.extra)
+        extra = dict(result.payload.to_json())
         extra.pop("step_ms", None)
         return extra
 
@@ -219,7 +219,7 @@ def measure(
             backend, contract, ReferenceReader(ref), iterations=args.throughput_iterations
         )
         return {
-            "rows": result.extra.get("rows"),
+            "rows": result.payload.to_json().get("rows"),
             "findings": [f.message for f in result.findings],
             "error": result.error,
         }
@@ -228,7 +228,7 @@ def measure(
 
     def memory() -> Any:
         result = run_memory(backend, contract, ReferenceReader(ref))
-        extra = {k: v for k, v in result.extra.items() if k != "table"}
+        extra = {k: v for k, v in result.payload.to_json().items() if k != "table"}
         if cuda:
             import torch
 

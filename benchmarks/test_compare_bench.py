@@ -162,7 +162,7 @@ def test_harness_figure_is_the_real_cost(
     def gate() -> None:
         result = run_functional(engine, contract, ReferenceReader(path))
         assert result.complete and not result.failures(), result.error
-        figures.append(result.extra["harness"])
+        figures.append(result.payload.to_json()["harness"])
 
     def bare() -> None:
         for f in feeds:

@@ -57,7 +57,7 @@ def test_harness_overhead_is_within_target(
         lambda: runner(backend, contract, ReferenceReader(encoder["reference"])), rounds=3
     )
     assert result.complete and not result.failures(), result.error or result.failures()
-    harness = result.extra["harness"]
+    harness = result.payload.to_json()["harness"]
     benchmark.extra_info.update(harness=harness)
     target = harness_target(harness["engine_step_ms"])
     if target is None:
@@ -85,8 +85,8 @@ def test_comparison_cost_is_reported(benchmark: Any, encoder: dict[str, Path]) -
         iterations=100,
         chunks=16,
     )
-    overhead = result.extra["overhead"]
-    benchmark.extra_info.update(overhead=overhead, p50_ms=result.extra["p50_ms"])
+    overhead = result.payload.to_json()["overhead"]
+    benchmark.extra_info.update(overhead=overhead, p50_ms=result.payload.to_json()["p50_ms"])
     assert overhead["compare_ms"] > 0 and overhead["feeds_ms"] > 0
 
 

@@ -281,7 +281,7 @@ def trt_baseline(
 
 
 class PerformanceSummary:
-    """Prints the tables the performance suites leave in `extra["table"]` (latency, baseline side
+    """Prints the tables the performance suites leave in their payloads (latency, baseline side
     by side, throughput, memory), before the gate's verdict."""
 
     def pytest_terminal_summary(
@@ -290,7 +290,7 @@ class PerformanceSummary:
         if is_worker(config):
             return
         lines = [
-            str(line) for r in gate_session(config).results for line in r.extra.get("table", [])
+            str(line) for r in gate_session(config).results for line in r.payload.printed_table()
         ]
         if lines:
             terminalreporter.section("trtparity performance")

@@ -10,6 +10,7 @@ import pytest
 
 from pytest_trtparity.checks.build import build_suite, summary
 from pytest_trtparity.errors import MissingDependencyError
+from pytest_trtparity.judge.payloads import BuildPayload
 from pytest_trtparity.trt.build import BuildOptions
 
 BUILDERS = ("tensorrt", "tensorrt-rtx")
@@ -32,5 +33,5 @@ def test_build(trt_settings, trt_contract, trt_gate):
         result = build_suite(engine, trt_contract, options, cache_dir=trt_settings.cache_dir)
     except MissingDependencyError as exc:
         pytest.skip(f"no TensorRT builder here: {exc}")
-    result.extra["table"] = [summary(result)]
+    result.typed(BuildPayload).table = [summary(result)]
     trt_gate.enforce(result)

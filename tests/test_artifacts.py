@@ -15,6 +15,7 @@ from pytest_trtparity.artifacts import plots, report
 from pytest_trtparity.artifacts.model import RunView
 from pytest_trtparity.artifacts.summary import build_summary, comparison, schema
 from pytest_trtparity.contract.model import load_contract
+from pytest_trtparity.judge.payloads import Payload
 from pytest_trtparity.judge.results import SuiteResult
 from pytest_trtparity.judge.tiers import Finding, Level
 
@@ -274,7 +275,9 @@ def _inputs() -> dict[str, Any]:
 def test_report_renders_latency_when_a_latency_suite_ran() -> None:
     contract = load_contract(SILERO_CONTRACT)
     latency = SuiteResult(
-        "latency", complete=True, extra={"p50_ms": 4.2, "p95_ms": 25.0, "device": "H100"}
+        "latency",
+        complete=True,
+        payload=Payload(other={"p50_ms": 4.2, "p95_ms": 25.0, "device": "H100"}),
     )
     latency.findings.append(
         Finding(

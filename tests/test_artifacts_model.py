@@ -57,19 +57,22 @@ def test_each_surface_keeps_its_number_style() -> None:
 
 
 def _latency(outcome: str, verdict_warn: bool = False) -> SuiteResult:
+    from pytest_trtparity.judge.payloads import Payload
     from pytest_trtparity.judge.tiers import Finding, Level
 
     result = SuiteResult(
         "latency",
         complete=True,
         chunks_run=300,
-        extra={
-            "p95_ms": 0.2,
-            "stability": {"outcome": outcome},
-            "inconclusive": ["p95_ms 0.2 ms: inconclusive, not judged"]
-            if outcome == "inconclusive"
-            else [],
-        },
+        payload=Payload(
+            other={
+                "p95_ms": 0.2,
+                "stability": {"outcome": outcome},
+                "inconclusive": ["p95_ms 0.2 ms: inconclusive, not judged"]
+                if outcome == "inconclusive"
+                else [],
+            }
+        ),
     )
     if verdict_warn:
         result.findings.append(Finding(Level.WARN, "latency", "*", "p95_ms", "p95 slow"))

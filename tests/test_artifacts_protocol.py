@@ -255,7 +255,7 @@ def test_a_contract_parser_bug_names_the_contract(
 def test_results_json_cannot_hold_still_leave_the_verdict(tmp_path: Path) -> None:
     gate = gate_for(tmp_path)
     result = passing_result()
-    result.extra["count"] = 10**5000  # json.dumps refuses integers of over 4300 digits
+    result.payload.other["count"] = 10**5000  # json.dumps refuses integers of over 4300 digits
     gate.record(result)
     gate.environment["clock"] = 10**5000
     gate.write()

@@ -50,7 +50,7 @@ def test_two_engines_side_by_side(engines: Any) -> None:
     contract = _contract(latency={"baseline_ratio": {"fail": 1e6}, "baseline_error": {"fail": 1.5}})
     result = run_baseline(*engines, contract, ReferenceReader(SILERO_REF), chunks=CHUNKS, warmup=1)
     assert result.complete and result.chunks_run == CHUNKS and result.verdict is Level.PASS
-    extra = result.extra
+    extra = result.payload.to_json()
     for side in ("engine", "baseline"):
         assert extra[side]["latency"]["n"] == CHUNKS
         assert extra[side]["latency"]["p50_ms"] > 0
@@ -109,7 +109,7 @@ def test_error_ratio_against_a_baseline_that_is_the_reference(
     ref = _reference_written_by(base, tmp_path / "by_baseline.jsonl")
     strict = _contract(latency={"baseline_error": {"fail": 10.0}})
     result = run_baseline(engine, base, strict, ReferenceReader(ref), chunks=CHUNKS, warmup=1)
-    assert result.extra["baseline"]["error_p95"] == {
+    assert result.payload.to_json()["baseline"]["error_p95"] == {
         "output": 0.0,
         "stateN": 0.0,
     }  # it wrote the reference

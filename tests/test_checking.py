@@ -40,7 +40,7 @@ def test_results_keep_chunk_order_and_are_all_there() -> None:
     series = result.outputs["output"]
     assert series.chunks == [f"s#{i}" for i in range(50)]
     assert series.series("max_abs") == pytest.approx([i * 1e-6 for i in range(50)], abs=1e-7)
-    assert result.extra["harness"]["chunks"] == 50
+    assert result.payload.to_json()["harness"]["chunks"] == 50
 
 
 class FakeClock:
@@ -70,7 +70,7 @@ def test_overhead_counts_reading_waiting_and_the_final_drain() -> None:
         checker.timed(1.0)
     clock.advance(5.0)
     checker.close()
-    h = result.extra["harness"]
+    h = result.payload.to_json()["harness"]
     assert h["engine_step_ms"] == pytest.approx(1.0)
     assert h["overhead_ms"] == pytest.approx((20 * 0.4 + 2 * 2.0 + 5.0) / 20)
     assert h["overhead_share"] == pytest.approx(h["overhead_ms"] / 1.0)
@@ -175,7 +175,7 @@ def test_a_step_slowed_by_the_checker_counts_as_harness_cost() -> None:
         clock.advance(step)
         checker.timed(step)
     checker.close()
-    h = result.extra["harness"]
+    h = result.payload.to_json()["harness"]
     assert h["engine_floor_ms"] == 1.0 and h["engine_step_ms"] == pytest.approx(1.0)
     assert h["engine_step_measured_ms"] == pytest.approx(26.0 / 20)
     assert h["overhead_share"] == pytest.approx(6.0 / 20.0)

@@ -48,11 +48,11 @@ def test_silero_fp32_passes_300_chunks_of_closed_loop(silero: Contract, silero_o
     assert result.chunks_run == 300 and result.streams == ["default"]
     assert result.verdict is Level.PASS, [f.message for f in result.findings]
     for output in ("output", "stateN"):
-        stats = result.extra["drift"][output]["streams"]["default"]
+        stats = result.payload.to_json()["drift"][output]["streams"]["default"]
         assert stats["chunks"] == 300
         assert not stats["trend"]["significant"]  # the real loop is not flagged by noise
         assert stats["trend"]["growth"] < 0.05
-    assert result.extra["state"] == [{"output": "stateN", "input": "state", "initial": "reference"}]
+    assert result.payload.to_json()["state"] == [{"output": "stateN", "input": "state", "initial": "reference"}]
 
 
 def test_state_drift_passes_functional_and_fails_closed_loop(
@@ -89,7 +89,7 @@ def test_chunks_limit_from_argument_and_contract(silero: Contract, silero_onnx: 
     raw["closed_loop"]["chunks"] = 30
     limited = contract_from_json(raw)
     result = run_closed_loop(backend, limited, ReferenceReader(SILERO_REF))
-    assert result.chunks_run == 30 and result.extra["chunks_limit"] == 30
+    assert result.chunks_run == 30 and result.payload.to_json()["chunks_limit"] == 30
 
 
 def test_reader_error_mid_loop_keeps_what_ran_and_never_passes(
@@ -103,7 +103,7 @@ def test_reader_error_mid_loop_keeps_what_ran_and_never_passes(
     assert result.chunks_run == 40
     assert f"{broken}:42" in (result.error or "")
     assert len(result.outputs["stateN"].chunks) == 40
-    assert result.extra["drift"]["stateN"]["streams"]["default"]["chunks"] == 40
+    assert result.payload.to_json()["drift"]["stateN"]["streams"]["default"]["chunks"] == 40
 
 
 # -- the feeding of state, with a transparent engine ---------------------------------------------
@@ -208,7 +208,7 @@ def test_streams_are_separate_loops_even_when_interleaved() -> None:
     result = run_closed_loop(spy, contract, toy_records(streams, ["a", "a", "b", "a", "b", "b"]))
     assert spy.seen == [0.0, 1.0, 0.0, 2.0, 10.0, 20.0]
     assert result.streams == ["a", "b"] and result.verdict is Level.PASS
-    assert set(result.extra["drift"]) == set()  # toy contract has no closed_loop criteria
+    assert set(result.payload.to_json()["drift"]) == set()  # toy contract has no closed_loop criteria
 
 
 def test_a_contract_without_state_pairs_warns_that_nothing_was_carried() -> None:

@@ -92,8 +92,8 @@ def test_clean_engines_pass(silero_onnx: Path) -> None:
     ):
         result = run_invariance(_open(engine), load_contract(contract), _records(ref))
         assert result.verdict is Level.PASS, [f.message for f in result.findings]
-        assert result.complete and 8 in result.extra["batch_sizes"]
-        assert len(result.extra["chunks"]) == 4  # distinct chunks of one shape, so they stack
+        assert result.complete and 8 in result.payload.to_json()["batch_sizes"]
+        assert len(result.payload.to_json()["chunks"]) == 4  # distinct chunks of one shape, so they stack
 
 
 @pytest.mark.parametrize(
@@ -129,7 +129,7 @@ def test_tier_from_contract_and_repeat(silero_onnx: Path, tmp_path: Path) -> Non
     engine = _open(_edit_state(silero_onnx, tmp_path / "mix.onnx", "mix"))
     result = run_invariance(engine, contract, _records(SILERO_REF))
     assert result.verdict is Level.WARN
-    assert result.extra["batch_sizes"] == [1, 2]
+    assert result.payload.to_json()["batch_sizes"] == [1, 2]
 
     class Noisy(type(engine)):  # type: ignore[misc]
         def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

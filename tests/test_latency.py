@@ -152,7 +152,7 @@ def test_suite_structure_on_a_real_engine(contract: Any, silero_onnx: Path) -> N
         backend, contract, ReferenceReader(SILERO_REF), iterations=40, warmup=3, chunks=16
     )
     assert result.complete and result.error is None and result.suite == "latency"
-    extra = result.extra
+    extra = result.payload.to_json()
     assert extra["n"] == 40 == result.chunks_run and len(extra["step_ms"]) == 40
     assert (
         0
@@ -184,13 +184,13 @@ def test_chunks_run_in_order_with_the_engines_own_state(contract: Any, tmp_path:
     )
     # 20 steps over 5 chunks: each cycle starts from the reference state, then carries 4 times
     assert backend.fed_state == 4 and backend.carried == 16
-    split = result.extra["split"]
+    split = result.payload.to_json()["split"]
     assert split["steps"] == 20
     assert split["device_sum_ms"] == pytest.approx(
         split["h2d_ms"] + split["compute_ms"] + split["d2h_ms"]
     )
     assert split["device_over_host"] == pytest.approx(0.9)
-    assert any("CUDA events (median)" in line for line in result.extra["table"])
+    assert any("CUDA events (median)" in line for line in result.payload.to_json()["table"])
 
 
 def test_device_timing_needs_a_device_step(contract: Any, silero_onnx: Path) -> None:
@@ -242,8 +242,8 @@ def test_device_timing_uses_the_backends_device_step(contract: Any, tmp_path: Pa
     )
     assert step.calls == 12 and len(timer.data) == 10
     assert seen == {"feeds": {"input", "state"}, "carry": {"state": "stateN"}, "graphs": True}
-    assert result.complete and result.extra["timing"] == "device, no transfers, CUDA graph"
-    assert result.extra["device_compute"]["p50_ms"] == 0.25 and result.extra["overhead"] is None
+    assert result.complete and result.payload.to_json()["timing"] == "device, no transfers, CUDA graph"
+    assert result.payload.to_json()["device_compute"]["p50_ms"] == 0.25 and result.payload.to_json()["overhead"] is None
 
 
 def test_a_reference_error_keeps_the_run_failed(
@@ -384,7 +384,7 @@ def test_comparisons_are_timed_after_the_timed_steps(contract: Any, tmp_path: Pa
     result = run_latency(
         backend, contract, ReferenceReader(SILERO_REF), iterations=10, warmup=2, chunks=4
     )
-    overhead = result.extra["overhead"]
+    overhead = result.payload.to_json()["overhead"]
     assert overhead["compare_ms"] > 0 and overhead["feeds_ms"] > 0
 
 
@@ -530,15 +530,15 @@ def test_unstable_twice_is_inconclusive_and_never_fails(contract: Any, tmp_path:
     result, made = _scripted(tiered, tmp_path, spiky(60, 4), spiky(60, 4, seed=1))
     assert made == [1]  # measured exactly once more
     assert result.findings == [] and result.verdict is Level.PASS and result.complete
-    stability = result.extra["stability"]
+    stability = result.payload.to_json()["stability"]
     assert stability["outcome"] == "inconclusive" and stability["tries"] == 2
     assert [h["try"] for h in stability["history"]] == [1, 2]
     assert stability["history"][0]["criteria"]["p95_ms"]["outcome"] == "inconclusive"
     assert stability["criteria"]["p95_ms"]["stable"] is False
-    assert result.extra["cv_pct"] > result.extra["cv_warn_pct"]
-    (sentence,) = result.extra["inconclusive"]
+    assert result.payload.to_json()["cv_pct"] > result.payload.to_json()["cv_warn_pct"]
+    (sentence,) = result.payload.to_json()["inconclusive"]
     assert "after 2 tries: inconclusive, not judged" in sentence
-    table = "\n".join(result.extra["table"])
+    table = "\n".join(result.payload.to_json()["table"])
     assert "disagree by" in table and "inconclusive, 2 tries" in table and sentence in table
     json.dumps(result.to_json(), allow_nan=False)
 
@@ -546,17 +546,17 @@ def test_unstable_twice_is_inconclusive_and_never_fails(contract: Any, tmp_path:
 def test_unstable_then_stable_is_judged_on_the_second_try(contract: Any, tmp_path: Path) -> None:
     tiered = _tiered(contract, p95_ms={"warn": 10.0, "fail": 15.0})
     result, made = _scripted(tiered, tmp_path, spiky(60, 4), [SPIKE_MS] * 60)
-    assert made == [1] and result.extra["stability"]["tries"] == 2
+    assert made == [1] and result.payload.to_json()["stability"]["tries"] == 2
     assert [f.level for f in result.findings] == [Level.FAIL]
-    assert result.extra["stability"]["outcome"] == "stable" and result.extra["inconclusive"] == []
-    assert result.extra["p95_ms"] == pytest.approx(SPIKE_MS)
+    assert result.payload.to_json()["stability"]["outcome"] == "stable" and result.payload.to_json()["inconclusive"] == []
+    assert result.payload.to_json()["p95_ms"] == pytest.approx(SPIKE_MS)
 
 
 def test_a_stable_first_try_is_not_measured_again(contract: Any, tmp_path: Path) -> None:
     tiered = _tiered(contract, p95_ms={"warn": 10.0, "fail": 15.0})
     result, made = _scripted(tiered, tmp_path, [SPIKE_MS] * 60)
     assert made == [0] and result.verdict is Level.FAIL
-    line = next(x for x in result.extra["table"] if x.startswith("  stability:"))
+    line = next(x for x in result.payload.to_json()["table"] if x.startswith("  stability:"))
     assert "agree within 0% (limit 10%): stable, 1 try" in line and "CV 0.0%" in line
 
 
@@ -599,16 +599,16 @@ def test_a_stable_sleep_over_the_fail_tier_fails(contract: Any, tmp_path: Path) 
     (finding,) = result.findings
     assert finding.level is Level.FAIL and "above the fail tier 4 ms" in finding.message
     # stable windows, or (on a loaded machine) every step over the tier anyway: judged either way
-    assert result.extra["stability"]["criteria"]["p95_ms"]["outcome"] in ("judged", "every step")
+    assert result.payload.to_json()["stability"]["criteria"]["p95_ms"]["outcome"] in ("judged", "every step")
 
 
 def test_random_spikes_are_inconclusive(contract: Any, tmp_path: Path) -> None:
     spikes = spike_steps()
     result = _sleepy(contract, tmp_path, lambda call: 0.02 if call in spikes else 0.0)
-    assert result.extra["stability"]["tries"] == 2
-    assert result.extra["stability"]["outcome"] == "inconclusive", result.extra["table"]
+    assert result.payload.to_json()["stability"]["tries"] == 2
+    assert result.payload.to_json()["stability"]["outcome"] == "inconclusive", result.payload.to_json()["table"]
     assert result.findings == [] and result.verdict is Level.PASS
-    assert result.extra["p95_ms"] > 4.0  # the tier was crossed: the old gate would have failed
+    assert result.payload.to_json()["p95_ms"] > 4.0  # the tier was crossed: the old gate would have failed
 
 
 def test_a_clean_backend_passes(contract: Any, tmp_path: Path) -> None:
@@ -621,7 +621,7 @@ def test_a_clean_backend_passes(contract: Any, tmp_path: Path) -> None:
         chunks=4,
     )
     assert result.verdict is Level.PASS and result.findings == []
-    assert result.extra["stability"]["tries"] == 1 and result.extra["inconclusive"] == []
+    assert result.payload.to_json()["stability"]["tries"] == 1 and result.payload.to_json()["inconclusive"] == []
 
 
 SPIKY_CONFTEST = """

@@ -336,7 +336,7 @@ def test_session_fails_shard_tests_on_chunks_and_the_run_on_aggregates(
     for i in range(2):
         selection = Shard(i, 2).records(reader)
         gate.enforce_shard(run_functional(engine, contract, selection), selection)
-    assert [r.extra for r in gate.results] == [{"shard_view": "shard2of2"}]
+    assert [r.payload.to_json() for r in gate.results] == [{"shard_view": "shard2of2"}]
     gate.merge_parts(final=True)
     (merged,) = gate.results
     assert merged.chunks_run == 300 and merged.verdict is Level.FAIL and gate.verdict is Level.FAIL

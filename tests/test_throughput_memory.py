@@ -65,13 +65,13 @@ def test_sweep_times_every_batch_and_checks_rows(silero_onnx: Path) -> None:
         chunks=3,
     )
     assert result.complete and result.verdict is Level.PASS, [f.message for f in result.findings]
-    rows = result.extra["rows"]
+    rows = result.payload.to_json()["rows"]
     assert [r["batch"] for r in rows] == [1, 2, 4, 8]
     for row in rows:
         assert row["n"] == 6 and row["p50_ms"] <= row["p95_ms"]
         assert row["per_item_ms"] == pytest.approx(row["p50_ms"] / row["batch"])
         assert row["items_per_s"] == pytest.approx(1e3 * row["batch"] / row["mean_ms"])
-    assert result.extra["table"][1].split() == [
+    assert result.payload.to_json()["table"][1].split() == [
         "batch",
         "p50",
         "ms",
@@ -163,7 +163,7 @@ def test_memory_limits_are_judged(silero_onnx: Path) -> None:
         "peak device memory was not measured (none: the engine runs on the CPU), "
         "so its limit 953.7 MiB is unchecked"
     )
-    assert result.extra["engine_bytes"] == size and result.extra["peak_device_bytes"] is None
+    assert result.payload.to_json()["engine_bytes"] == size and result.payload.to_json()["peak_device_bytes"] is None
 
 
 def test_gate_runs_throughput_and_memory_and_fails_a_memory_limit(

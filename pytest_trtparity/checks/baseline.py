@@ -22,6 +22,7 @@ from ..contract.bindings import record_feeds
 from ..contract.model import Contract, Tier
 from ..errors import TrtParityError
 from ..judge.compare import compare
+from ..judge.payloads import BaselinePayload
 from ..judge.results import SuiteResult, chunk_label
 from ..judge.tiers import Finding, Level, fmt_pair, judge, percentile
 from ..reference.reader import Record
@@ -167,16 +168,17 @@ def run_baseline(
         result.findings.extend(_structure_findings(run))
     ratios = _ratios(sides, contract)
     result.findings.extend(_judge(ratios, sides, contract))
-    result.extra = {
-        "chunks": result.chunks_run,
-        "warmup": warmup,
-        "feeding": "reference inputs and reference state on every chunk, same chunks for both",
-        "metrics": metrics,
-        "engine": sides["engine"],
-        "baseline": sides["baseline"],
-        "ratios": ratios,
-    }
-    result.extra["table"] = table_lines(result.extra)
+    payload = BaselinePayload(
+        chunks=result.chunks_run,
+        warmup=warmup,
+        feeding="reference inputs and reference state on every chunk, same chunks for both",
+        metrics=metrics,
+        engine=sides["engine"],
+        baseline=sides["baseline"],
+        ratios=ratios,
+    )
+    payload.table = table_lines(payload)
+    result.payload = payload
     if result.error is None:
         if result.chunks_run:
             result.complete = True
@@ -306,14 +308,14 @@ def _g(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.3g}"
 
 
-def table_lines(extra: Mapping[str, Any]) -> list[str]:
+def table_lines(payload: BaselinePayload) -> list[str]:
     """Both engines side by side, with the ratio, for the terminal summary."""
-    eng, base, ratios = extra["engine"], extra["baseline"], extra["ratios"]
+    eng, base, ratios = payload.engine, payload.baseline, payload.ratios
     name_e = f"{eng['backend']} {eng['engine'].rsplit('/', 1)[-1]}"
     name_b = f"{base['backend']} {base['engine'].rsplit('/', 1)[-1]}"
     w = max(16, len(name_e), len(name_b))
     lines = [
-        f"baseline: {extra['chunks']} chunks, same inputs for both; engine on {eng['device']}, baseline on {base['device']}",
+        f"baseline: {payload.chunks} chunks, same inputs for both; engine on {eng['device']}, baseline on {base['device']}",
         f"  {'':<26} {name_e:>{w}} {name_b:>{w}} {'ratio':>8}",
     ]
 
@@ -328,7 +330,7 @@ def table_lines(extra: Mapping[str, Any]) -> list[str]:
         r = ratios.get(f"latency_{key.removesuffix('_ms')}", math.nan)
         row(label, fmt_ms(eng["latency"][key]), fmt_ms(base["latency"][key]), _x(r))
     for name, value in ratios["error_p95"].items():
-        metric = extra["metrics"][name]
+        metric = payload.metrics[name]
         row(
             f"{name} {metric} p95",
             _g(eng["error_p95"][name]),

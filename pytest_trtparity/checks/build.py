@@ -19,6 +19,7 @@ from ..contract.bindings import engine_problems
 from ..contract.io import IOInfo
 from ..contract.model import Contract, TensorSpec, Tier
 from ..errors import BuildError, ConfigError, TrtParityError
+from ..judge.payloads import BuildPayload
 from ..judge.results import SuiteResult
 from ..judge.tiers import Finding, Level
 from ..trt import onnx_files
@@ -161,9 +162,8 @@ def build_suite(
         result.findings.append(_finding(Level.FAIL, "parse", str(exc)))
         result.complete = True
         return result
-    result.extra["network"] = {
-        k: v for k, v in network_json(check.network).items() if k != "layers"
-    }
+    payload = result.typed(BuildPayload)
+    payload.network = {k: v for k, v in network_json(check.network).items() if k != "layers"}
     for problem in check.problems:
         result.findings.append(
             _finding(
@@ -184,30 +184,30 @@ def build_suite(
     finding = bytes_finding("engine_bytes", tier, size, suite=SUITE)
     if finding is not None:
         result.findings.append(finding)
-    result.extra.update(
-        builder=report["tensorrt"],
-        targets=report.get("targets", []),
-        device=report["device"],
-        engine={"path": str(built.engine), **report["engine"]},
-        build_seconds=report["build_seconds"],
-        cache_hit=built.cache_hit,
-        budget_bytes={"warn": tier.warn, "fail": tier.fail},
-        notes=list(built.notes),
-    )
+    payload.builder = report["tensorrt"]
+    payload.targets = report.get("targets", [])
+    payload.device = report["device"]
+    payload.engine = {"path": str(built.engine), **report["engine"]}
+    payload.build_seconds = report["build_seconds"]
+    payload.cache_hit = built.cache_hit
+    payload.budget_bytes = {"warn": tier.warn, "fail": tier.fail}
+    payload.notes = list(built.notes)
     result.complete = True
     return result
 
 
 def summary(result: SuiteResult) -> str:
     """One line for the terminal: what was built, how big, how long, against which budget."""
-    extra = result.extra
-    if "engine" not in extra:
+    p = result.typed(BuildPayload)
+    if p.engine is None:
         return f"build: {result.verdict.word}, no plan ({len(result.findings)} finding(s))"
-    builder = extra["builder"]
+    builder = p.builder
     who = "TensorRT-RTX" if builder.get("flavour") == "tensorrt-rtx" else "TensorRT"
-    targets = ", ".join(extra["targets"]) or extra["device"].get("compute_capability") or "?"
-    how = "from the engine cache" if extra["cache_hit"] else f"in {extra['build_seconds']:.2f} s"
+    device = p.device or {}
+    targets = ", ".join(p.targets or []) or device.get("compute_capability") or "?"
+    how = "from the engine cache" if p.cache_hit else f"in {p.build_seconds:.2f} s"
+    layers = (p.network or {}).get("layer_count")
     return (
         f"build: {who} {builder['version']} for compute capability {targets}: "
-        f"{extra['engine']['bytes']} bytes {how}, {extra['network']['layer_count']} network layers"
+        f"{p.engine['bytes']} bytes {how}, {layers} network layers"
     )

@@ -21,6 +21,7 @@ from ..backends.base import Backend
 from ..contract.model import Contract, DriftCriteria, StatePair, Tier
 from ..errors import BindingError, TrtParityError
 from ..judge import drift
+from ..judge.payloads import ClosedLoopPayload
 from ..judge.results import SuiteResult
 from ..judge.tiers import Finding, Level, describe, judge, judge_series, tier_finding
 from ..reference.reader import Record
@@ -81,7 +82,7 @@ def run_closed_loop(
     """Run each stream of `records` as one loop (at most `chunks`, else the contract's
     `closed_loop.chunks`, chunks per stream) and judge it. A reader, binding or backend error ends
     the run with what was gathered kept (`complete` False, `error` set); it never raises them."""
-    result = SuiteResult(suite=SUITE)
+    result = SuiteResult(suite=SUITE, payload=ClosedLoopPayload())
     limit = chunks if chunks is not None else contract.closed_loop.chunks
     engine_inputs = backend.inputs
     engine_names = {i.name for i in engine_inputs}
@@ -98,10 +99,9 @@ def run_closed_loop(
     except TrtParityError as exc:
         result.error = str(exc)
     result.finish()
-    result.extra["state"] = [
-        {"output": p.output, "input": p.input, "initial": p.initial} for p in pairs
-    ]
-    result.extra["chunks_limit"] = limit
+    payload = result.typed(ClosedLoopPayload)
+    payload.state = [{"output": p.output, "input": p.input, "initial": p.initial} for p in pairs]
+    payload.chunks_limit = limit
     if not pairs:
         result.findings.append(
             Finding(
@@ -160,7 +160,7 @@ def judge_closed_loop(result: SuiteResult, contract: Contract) -> None:
             result.findings.extend(judged.findings)
             out_stats["streams"][stream] = judged.stats
         stats[spec.name] = out_stats
-    result.extra["drift"] = stats
+    result.typed(ClosedLoopPayload).drift = stats
 
 
 def _scale(tier: Tier | None) -> float | None:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from ..contract.bindings import engine_problems
 from ..contract.io import IOInfo
 from ..contract.model import Contract
+from ..judge.payloads import ContractPayload
 from ..judge.results import SuiteResult
 from ..judge.tiers import Finding, Level
 
@@ -31,12 +32,10 @@ def contract_suite(
                 f"engine does not match {contract.where}: {problem}",
             )
         )
-    result.extra = {
-        "engine_inputs": [
-            {"name": i.name, "dtype": i.dtype, "shape": list(i.shape)} for i in inputs
-        ],
-        "engine_outputs": [
+    result.payload = ContractPayload(
+        engine_inputs=[{"name": i.name, "dtype": i.dtype, "shape": list(i.shape)} for i in inputs],
+        engine_outputs=[
             {"name": o.name, "dtype": o.dtype, "shape": list(o.shape)} for o in outputs
         ],
-    }
+    )
     return result

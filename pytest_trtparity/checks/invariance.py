@@ -34,6 +34,7 @@ from ..backends.base import Backend, NamedProfiles, ProfileSelectable
 from ..contract.bindings import record_feeds
 from ..contract.model import Contract, Tier
 from ..errors import TrtParityError
+from ..judge.payloads import InvariancePayload
 from ..judge.results import SuiteResult, chunk_label
 from ..judge.tiers import Finding, Level, judge
 from ..reference.reader import Record
@@ -252,17 +253,17 @@ def run_invariance(
         result.series(c.output).add(_label(c), {"max_abs": c.diff})
         result.chunk_done(c.criterion)
     result.findings = judge_comparisons(found, limits, blocking=contract.invariance.blocking)
-    result.extra = {
-        "chunks": labels,
-        "batch_sizes": sorted({c.batch for c in found}),
-        "profiles": sorted({c.profile or "-" for c in found}),
-        "deterministic_backend": deterministic(backend),
-        "tiers": {k: v.to_json() for k, v in limits.items()},
-        "worst": {
+    result.payload = InvariancePayload(
+        chunks=labels,
+        batch_sizes=sorted({c.batch for c in found}),
+        profiles=sorted({c.profile or "-" for c in found}),
+        deterministic_backend=deterministic(backend),
+        tiers={k: v.to_json() for k, v in limits.items()},
+        worst={
             f"{crit}/{out}": max(c.diff for c in found if (c.criterion, c.output) == (crit, out))
             for crit, out in sorted({(c.criterion, c.output) for c in found})
         },
-    }
+    )
     result.finish()
     return result
 
@@ -314,7 +315,8 @@ def _finding(
 
 def summary_table(result: SuiteResult) -> list[str]:
     """Worst difference per criterion and output, for the report."""
-    worst: Mapping[str, Any] = result.extra.get("worst", {})
+    payload = result.payload
+    worst: Mapping[str, float] = payload.worst if isinstance(payload, InvariancePayload) else {}
     lines = ["| criterion | output | worst max_abs |", "|---|---|---|"]
     for key, value in worst.items():
         criterion, output = key.split("/", 1)

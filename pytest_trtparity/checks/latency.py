@@ -29,6 +29,7 @@ from ..contract.bindings import record_feeds
 from ..contract.model import Contract, LatencySpec, Tier
 from ..errors import BackendError, TrtParityError
 from ..judge.compare import compare
+from ..judge.payloads import LatencyPayload
 from ..judge.results import SuiteResult
 from ..judge.tiers import Finding, Level, fmt_pair, judge
 from ..reference.reader import Record
@@ -532,20 +533,19 @@ def run_latency(
     result.chunks_run = stats.n
     result.streams = sorted({c.stream for c in prepared})
     cv = cv_pct(samples)
-    result.extra = {
-        **stats.to_json(),
-        **extra,
-        "warmup": warm,
-        "iterations": rounds,
-        "chunks": len(prepared),
-        "carry": dict(carry),
-        "timer": timer_name(final_timer),
-        "backend": info.backend,
-        "device": info.device,
-        "step_ms": [float(v) for v in samples],
-        "cv_pct": _json_ms(cv),
-        "cv_warn_pct": CV_WARN_PCT,
-        "stability": {
+    payload = LatencyPayload(
+        measured={**stats.to_json(), **extra},
+        warmup=warm,
+        iterations=rounds,
+        chunks=len(prepared),
+        carry=dict(carry),
+        timer=timer_name(final_timer),
+        backend=info.backend,
+        device=info.device,
+        step_ms=[float(v) for v in samples],
+        cv_pct=_json_ms(cv),
+        cv_warn_pct=CV_WARN_PCT,
+        stability={
             "outcome": stability_outcome(judged),
             "windows": windows,
             "stability_pct": stability_pct,
@@ -554,18 +554,18 @@ def run_latency(
             "criteria": {j.criterion: j.to_json() for j in judged},
             "history": history,
         },
-        "inconclusive": [j.sentence for j in judged if j.sentence],
-    }
-    if note:
-        result.extra["note"] = note
+        inconclusive=[j.sentence for j in judged if j.sentence],
+        note=note or None,
+    )
+    result.payload = payload
     result.findings = [j.finding for j in judged if j.finding is not None]
-    overhead = result.extra.get("overhead")
+    overhead = payload.stat("overhead")
     share_tier = spec.tier("overhead_share")
     if share_tier is not None and isinstance(overhead, Mapping):
         f = overhead_finding(share_tier, overhead, samples=stats.n)
         if f:
             result.findings.append(f)
-    result.extra["table"] = table_lines(result.extra)
+    payload.table = table_lines(payload.to_json())
     result.complete = stats.n > 0
     if not result.complete:
         result.error = "no chunk was timed (is pytest-benchmark disabled?)"
@@ -787,26 +787,28 @@ def latency_suite(
     result = run_latency(
         backend, contract, records, bench=bench, timing=timing, graphs=graphs, note=why
     )
+    payload = result.payload
+    if not isinstance(payload, LatencyPayload):
+        return result
     extra_info = getattr(bench, "extra_info", None)
     if isinstance(extra_info, dict):
-        extra_info.update(
-            {
-                k: result.extra[k]
-                for k in (*CRITERIA, "std_ms", "timing", "device", "backend")
-                if k in result.extra
-            }
-        )
-        extra_info.update(
-            {k: result.extra[k] for k in ("split", "overhead") if result.extra.get(k)}
-        )
-        stability = result.extra.get("stability") or {}
-        extra_info.update(
-            {
-                "cv_pct": result.extra.get("cv_pct"),
-                "stability": stability.get("outcome"),
-                "tries": stability.get("tries"),
-            }
-        )
-    for sentence in result.extra.get("inconclusive", []):
+        extra_info.update(benchmark_info(payload))
+    for sentence in payload.inconclusive:
         warnings.warn(InconclusiveLatency(sentence), stacklevel=2)
     return result
+
+
+def benchmark_info(payload: LatencyPayload) -> dict[str, Any]:
+    """What pytest-benchmark stores beside its own timings: the judged criteria, the timing mode,
+    device, backend, the split and overhead where measured, CV and the stability outcome."""
+    flat = payload.to_json()
+    info = {k: flat[k] for k in (*CRITERIA, "std_ms", "timing", "device", "backend") if k in flat}
+    info.update({k: flat[k] for k in ("split", "overhead") if flat.get(k)})
+    info.update(
+        {
+            "cv_pct": payload.cv_pct,
+            "stability": payload.stability.get("outcome"),
+            "tries": payload.stability.get("tries"),
+        }
+    )
+    return info

@@ -38,6 +38,7 @@ from ..contract.invariants import violation
 from ..contract.model import Contract
 from ..errors import BackendError, TrtParityError
 from ..judge.compare import compare
+from ..judge.payloads import LoopPayload
 from ..judge.results import SuiteResult, chunk_label
 from ..judge.tiers import Finding, Level, judge_series, percentile
 from ..reference.reader import Record
@@ -72,9 +73,10 @@ class ChunkChecker:
     def submit(self, record: Record, got: Mapping[str, np.ndarray]) -> None:
         """Queue one chunk's check. Arrays a backend may reuse (views of its staging buffers) are
         copied first, so the next step cannot change what is being compared."""
-        owned = {k: v if v.flags.owndata else v.copy() for k, v in got.items()}
+        large = record.nbytes + sum(v.nbytes for v in got.values()) > IN_FLIGHT_BYTES
+        # a large chunk is checked before the next step, so the backend's arrays need no copy
+        owned = got if large else {k: v if v.flags.owndata else v.copy() for k, v in got.items()}
         self._pending.append(self._pool.submit(self._check, record, owned))
-        large = record.nbytes + sum(v.nbytes for v in owned.values()) > IN_FLIGHT_BYTES
         while len(self._pending) > (0 if large else self.depth):  # large: check it before the next
             self._pending.popleft().result()  # re-raises whatever the check raised
 
@@ -100,7 +102,7 @@ class ChunkChecker:
             self._pool.shutdown(wait=True)
             self.wall_ms = (self.clock() - self.started) * 1e3
         if self.step_ms:
-            self.result.extra["harness"] = harness_report(
+            self.result.typed(LoopPayload).harness = harness_report(
                 self.step_ms, self.overhead_ms, self.compare_ms, wall_ms=self.wall_ms
             )
 
@@ -116,7 +118,7 @@ class ChunkChecker:
         try:  # an error is on its way up: still finish the chunks that ran, so none is lost
             self.close()
         except Exception as exc:  # the run has already failed; keep the first error, note this one
-            self.result.extra["check_error"] = f"{type(exc).__name__}: {exc}"
+            self.result.typed(LoopPayload).check_error = f"{type(exc).__name__}: {exc}"
 
 
 #: The harness target as (engine step in ms, largest share of it the harness may add): at most 20%

@@ -18,6 +18,7 @@ from ..backends.base import Backend, DeviceMemoryReporter, OnGpu
 from ..contract.bindings import record_feeds
 from ..contract.model import Contract, MemorySpec, Tier
 from ..errors import TrtParityError
+from ..judge.payloads import MemoryPayload
 from ..judge.results import SuiteResult
 from ..judge.tiers import Finding, Level, judge
 from ..reference.reader import Record
@@ -241,14 +242,17 @@ def run_memory(
         "host_rss_bytes": rss_peak,
     }
     result.findings = judge_memory(values, contract.memory, {"peak_device_bytes": probe.source})
-    result.extra = {
-        **values,
-        "device_source": probe.source,
-        "host_rss_now_bytes": rss_now,
-        "device": info.device,
-        "backend": info.backend,
-    }
-    result.extra["table"] = [
+    payload = MemoryPayload(
+        engine_bytes=info.engine_bytes,
+        peak_device_bytes=probe.peak,
+        host_rss_bytes=rss_peak,
+        device_source=probe.source,
+        host_rss_now_bytes=rss_now,
+        device=info.device,
+        backend=info.backend,
+    )
+    result.payload = payload
+    payload.table = [
         f"memory ({info.backend} on {info.device}, {result.chunks_run} chunks): engine file {fmt_bytes(info.engine_bytes)}, "
         f"peak device {fmt_bytes(probe.peak)} [{probe.source}], peak host RSS {fmt_bytes(rss_peak)}"
     ]

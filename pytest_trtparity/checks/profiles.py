@@ -21,6 +21,7 @@ from ..contract.invariants import violation
 from ..contract.model import Contract, TensorSpec
 from ..errors import ConfigError, TrtParityError
 from ..judge.compare import compare
+from ..judge.payloads import ProfilesPayload
 from ..judge.results import SuiteResult
 from ..judge.tiers import Finding, Level, judge_series
 from ..reference.reader import Record
@@ -257,7 +258,7 @@ def run_sweep(
     try:
         points = sweep_points(contract, profiles_to_sweep(engine, contract))
         gathered = gather_feeds(contract, points, records, seed=seed)
-        result.extra["points"] = {
+        result.typed(ProfilesPayload).points = {
             p.label: {
                 "shapes": {k: list(v) for k, v in p.shapes.items()},
                 "sources": gathered[p.label].sources,

@@ -20,6 +20,7 @@ from ..contract.bindings import record_feeds
 from ..contract.model import Contract
 from ..errors import TrtParityError
 from ..judge.compare import compare
+from ..judge.payloads import ThroughputPayload
 from ..judge.results import SuiteResult
 from ..judge.tiers import Finding, Level, tier_finding
 from ..reference.reader import Record
@@ -139,16 +140,17 @@ def run_throughput(
     result.chunks_run = sum(int(r.get("n", 0)) for r in rows)
     result.streams = sorted({c.stream for c in prepared})
     info = backend.info()
-    result.extra = {
-        "batch_dim": dim.name if dim else None,
-        "batches_from": source,
-        "iterations": rounds,
-        "warmup": warmup,
-        "rows": rows,
-        "device": info.device,
-        "backend": info.backend,
-    }
-    result.extra["table"] = table_lines(result.extra)
+    payload = ThroughputPayload(
+        batch_dim=dim.name if dim else None,
+        batches_from=source,
+        iterations=rounds,
+        warmup=warmup,
+        rows=rows,
+        device=info.device,
+        backend=info.backend,
+    )
+    payload.table = table_lines(payload)
+    result.payload = payload
     result.complete = any("error" not in r for r in rows)
     if not result.complete:
         result.error = "no batch size ran"
@@ -247,13 +249,13 @@ def _check_rows(
             result.findings.append(f)
 
 
-def table_lines(extra: Mapping[str, Any]) -> list[str]:
+def table_lines(p: ThroughputPayload) -> list[str]:
     lines = [
-        f"throughput ({extra['backend']} on {extra['device']}, batch {extra['batch_dim']} from {extra['batches_from']}, "
-        f"{extra['iterations']} calls each):",
+        f"throughput ({p.backend} on {p.device}, batch {p.batch_dim} from {p.batches_from}, "
+        f"{p.iterations} calls each):",
         f"  {'batch':>5} {'p50 ms':>9} {'p95 ms':>9} {'ms/item':>9} {'items/s':>10}",
     ]
-    for row in extra["rows"]:
+    for row in p.rows:
         if "error" in row:
             lines.append(f"  {row['batch']:>5} failed: {row['error']}")
             continue

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ..util.jsonfloat import decode_number, encode
+from .payloads import Payload, payload_from_json
 from .tiers import Finding, Level, verdict_of
+
+P = TypeVar("P", bound=Payload)
 
 
 def chunk_label(stream: str, chunk_index: int) -> str:
@@ -55,7 +58,8 @@ class OutputSeries:
 
 @dataclass
 class SuiteResult:
-    """The outcome of one suite run (functional, closed loop, contract, ...)."""
+    """The outcome of one suite run (functional, closed loop, contract, ...); `payload` holds the
+    suite's own numbers (see judge/payloads.py), kept under `extra` in JSON."""
 
     suite: str
     outputs: dict[str, OutputSeries] = field(default_factory=dict)
@@ -64,7 +68,7 @@ class SuiteResult:
     streams: list[str] = field(default_factory=list)
     complete: bool = False
     error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    payload: Payload = field(default_factory=Payload)
 
     def chunk_done(self, stream: str) -> None:
         self.chunks_run += 1
@@ -90,6 +94,16 @@ class SuiteResult:
             self.outputs[output] = OutputSeries(output)
         return self.outputs[output]
 
+    def typed(self, kind: type[P]) -> P:
+        """The payload as `kind`, read over from what it holds when it is another type (the empty
+        payload a result starts with, or the untyped one of a suite name `PAYLOADS` lacks)."""
+        current = self.payload
+        if isinstance(current, kind):
+            return current
+        converted = kind.from_json(current.to_json())
+        self.payload = converted
+        return converted
+
     def failures(self) -> list[Finding]:
         return [f for f in self.findings if f.level is Level.FAIL]
 
@@ -106,7 +120,7 @@ class SuiteResult:
             "streams": self.streams,
             "findings": [f.to_json() for f in self.findings],
             "outputs": {k: v.to_json() for k, v in self.outputs.items()},
-            "extra": self.extra,
+            "extra": self.payload.to_json(),
         }
 
     @classmethod
@@ -119,5 +133,5 @@ class SuiteResult:
             streams=list(raw["streams"]),
             complete=bool(raw["complete"]),
             error=raw.get("error"),
-            extra=dict(raw.get("extra", {})),
+            payload=payload_from_json(raw["suite"], raw.get("extra")),
         )

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ..checks.registry import Judge, shardable
 from ..contract.model import Contract, Tier
 from ..errors import ConfigError, TrtParityError
+from ..judge.payloads import ShardView
 from ..judge.results import OutputSeries, SuiteResult, chunk_label
 from ..judge.tiers import Finding, tier_finding
 
@@ -227,14 +228,10 @@ def make_part(result: SuiteResult, selection: Selection, contract: Contract) -> 
         streams=list(result.streams),
         complete=result.complete,
         error=result.error,
-        extra={k: v for k, v in result.extra.items() if k not in probe.extra},
+        payload=result.payload.without(probe.payload),
     )
     assigned = len(selection.found) if selection.found is not None else -1  # -1: never known
     return ShardPart(selection.shard, part, selection.positions(), assigned)
-
-
-#: `extra` key marking a shard's own view of its part: never a suite's result beyond its worker.
-SHARD_VIEW = "shard_view"
 
 
 def shard_view(part: ShardPart, contract: Contract) -> SuiteResult:
@@ -248,7 +245,7 @@ def shard_view(part: ShardPart, contract: Contract) -> SuiteResult:
         streams=list(r.streams),
         complete=r.complete or part.empty,
         error=None if part.empty else r.error,
-        extra={SHARD_VIEW: part.shard.id},
+        payload=ShardView(part.shard.id),
     )
     for name, series in r.outputs.items():
         tier, metric, blocking = chunk_tier(contract, r.suite, name)
@@ -294,7 +291,8 @@ def merge(parts: Sequence[ShardPart], contract: Contract) -> SuiteResult:
     _merge_findings(merged, used)
     merged.chunks_run = sum(p.result.chunks_run for p in used)
     merged.streams = _streams_in_order(used)
-    merged.extra = dict(used[0].result.extra) if used else {}
+    if used:
+        merged.payload = used[0].result.payload.copy()
     errors = [p.result.error for p in used if p.result.error]
     if missing:
         errors.insert(

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..judge.payloads import ShardView
 from ..judge.results import SuiteResult
-from .parts import SHARD_VIEW, ShardPart
+from .parts import ShardPart
 
 if TYPE_CHECKING:
     from ..session import GateSession
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 def payload(gate: GateSession) -> dict[str, Any]:
     """Finished suites (never a shard's own view), shard parts, errors, environment, item count."""
     return {
-        "results": [r.to_json() for r in gate.results if SHARD_VIEW not in r.extra],
+        "results": [r.to_json() for r in gate.results if not isinstance(r.payload, ShardView)],
         "parts": [p.to_json() for p in gate.parts],
         "errors": list(gate.errors),
         "environment": dict(gate.environment),

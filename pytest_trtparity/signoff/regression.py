@@ -25,6 +25,7 @@ from typing import Any
 
 from ..contract.model import Contract, Tier
 from ..errors import ConfigError
+from ..judge.payloads import RegressionPayload
 from ..judge.results import SuiteResult
 from ..judge.tiers import Finding, Level, judge
 
@@ -176,9 +177,11 @@ def compare_runs(
     result.streams = sorted({r.check for r in report.rows})
     if not report.rows:
         result.error = f"{where}: neither run has error aggregates or latency to compare"
-    result.extra["previous_run"] = report.previous_run
-    result.extra["rows"] = rows_json(report.rows)
-    result.extra["table"] = render_markdown(report)
+    result.payload = RegressionPayload(
+        previous_run=report.previous_run,
+        rows=rows_json(report.rows),
+        table=render_markdown(report),
+    )
     result.finish()
     return report
 
