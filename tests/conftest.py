@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,19 @@ REPO = Path(__file__).resolve().parents[1]
 SUITES = REPO / "suites"
 SILERO_CONTRACT = REPO / "contracts" / "silero_vad.contract.json"
 SILERO_REF = REPO / "references" / "silero_vad_300.jsonl"
+
+
+@pytest.fixture(autouse=True)
+def _inner_runs_are_not_xdist_workers(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """A pytest run inside a test (pytester) must not inherit this process's pytest-xdist worker
+    variables (PYTEST_XDIST_WORKER, ...): with them, pytest-benchmark turns itself off and the
+    inner run takes itself for a worker, so the suite would pass alone and fail under -n N."""
+    if "pytester" in request.fixturenames:
+        for name in [n for n in os.environ if n.startswith("PYTEST_XDIST_")]:
+            monkeypatch.delenv(name)
+    yield
 
 
 @pytest.fixture(scope="session")
