@@ -494,63 +494,119 @@ def run_latency(
     A failure part way keeps what was measured and is never a pass.
     """
     spec = contract.latency
-    warm = int(_given(warmup, spec.warmup, DEFAULT_WARMUP))
-    rounds = int(_given(iterations, spec.iterations, DEFAULT_ITERATIONS))
+    plan = _Plan(
+        backend,
+        contract,
+        timing=timing,
+        graphs=graphs,
+        warm=int(_given(warmup, spec.warmup, DEFAULT_WARMUP)),
+        rounds=int(_given(iterations, spec.iterations, DEFAULT_ITERATIONS)),
+        windows=windows,
+        stability_pct=stability_pct,
+        max_tries=max_tries,
+        retimer=retimer,
+    )
     limit = int(_given(chunks, spec.chunks, DEFAULT_CHUNKS))
-    timer = bench if bench is not None else LoopTimer()
     result = SuiteResult(suite=SUITE)
-    attempts: list[tuple[Pedantic, dict[str, Any], list[Judgement]]] = []
     try:
         prepared, decode_ms = prepare_chunks(records, max(1, limit))
         if not prepared:
             result.error = "the reference holds no chunk to time"
             return result
         carry = carry_map(contract, backend)
-        while not attempts or (
-            len(attempts) < max_tries and not all(j.settled for j in attempts[-1][2])
-        ):
-            t = timer if not attempts else retimer()
-            if timing == "device":
-                extra = _time_device(backend, contract, prepared, carry, t, warm, rounds, graphs)
-            else:
-                extra = _time_host(backend, contract, prepared, carry, t, warm, rounds, decode_ms)
-            judged = judge_try(
-                extra["_samples"],
-                spec,
-                tries=len(attempts) + 1,
-                windows=windows,
-                stability_pct=stability_pct,
-            )
-            attempts.append((t, extra, judged))
+        timer = bench if bench is not None else LoopTimer()
+        attempts = _attempts(plan, prepared, decode_ms, carry, timer)
     except TrtParityError as exc:
         result.error = str(exc)
         return result
+    _judge_attempts(result, plan, prepared, carry, attempts, note)
+    return result
+
+
+#: One timing try: its timer, what it measured (samples under `_samples`) and its judgements.
+Attempt = tuple[Pedantic, dict[str, Any], list[Judgement]]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every try of one latency run shares: engine, contract, timing mode and counts, and the
+    stability rule deciding whether another try is due."""
+
+    backend: Backend
+    contract: Contract
+    timing: str
+    graphs: bool
+    warm: int
+    rounds: int
+    windows: int
+    stability_pct: float
+    max_tries: int
+    retimer: Callable[[], Pedantic]
+
+
+def _attempts(
+    plan: _Plan,
+    prepared: Sequence[PreparedChunk],
+    decode_ms: list[float],
+    carry: Mapping[str, str],
+    timer: Pedantic,
+) -> list[Attempt]:
+    """Time and judge, again while a crossed tier's windows disagree, up to `plan.max_tries`."""
+    attempts: list[Attempt] = []
+    b, c = plan.backend, plan.contract
+    while not attempts or (
+        len(attempts) < plan.max_tries and not all(j.settled for j in attempts[-1][2])
+    ):
+        t = timer if not attempts else plan.retimer()
+        if plan.timing == "device":
+            extra = _time_device(b, c, prepared, carry, t, plan.warm, plan.rounds, plan.graphs)
+        else:
+            extra = _time_host(b, c, prepared, carry, t, plan.warm, plan.rounds, decode_ms)
+        judged = judge_try(
+            extra["_samples"],
+            c.latency,
+            tries=len(attempts) + 1,
+            windows=plan.windows,
+            stability_pct=plan.stability_pct,
+        )
+        attempts.append((t, extra, judged))
+    return attempts
+
+
+def _judge_attempts(
+    result: SuiteResult,
+    plan: _Plan,
+    prepared: Sequence[PreparedChunk],
+    carry: Mapping[str, str],
+    attempts: list[Attempt],
+    note: str,
+) -> None:
+    """The last try's numbers and judgements into `result`, with every try's history."""
     history = [_try_record(i, t, x, js) for i, (t, x, js) in enumerate(attempts, 1)]
     final_timer, extra, judged = attempts[-1]
     samples = extra.pop("_samples")
     stats = latency_stats(samples)
-    info = backend.info()
+    info = plan.backend.info()
     result.chunks_run = stats.n
     result.streams = sorted({c.stream for c in prepared})
-    cv = cv_pct(samples)
     payload = LatencyPayload(
         measured={**stats.to_json(), **extra},
-        warmup=warm,
-        iterations=rounds,
+        warmup=plan.warm,
+        iterations=plan.rounds,
         chunks=len(prepared),
         carry=dict(carry),
         timer=timer_name(final_timer),
         backend=info.backend,
         device=info.device,
         step_ms=[float(v) for v in samples],
-        cv_pct=_json_ms(cv),
+        cv_pct=_json_ms(cv_pct(samples)),
         cv_warn_pct=CV_WARN_PCT,
         stability={
             "outcome": stability_outcome(judged),
-            "windows": windows,
-            "stability_pct": stability_pct,
+            "windows": plan.windows,
+            "stability_pct": plan.stability_pct,
             "tries": len(attempts),
-            "max_tries": max_tries,
+            "max_tries": plan.max_tries,
             "criteria": {j.criterion: j.to_json() for j in judged},
             "history": history,
         },
@@ -560,7 +616,7 @@ def run_latency(
     result.payload = payload
     result.findings = [j.finding for j in judged if j.finding is not None]
     overhead = payload.stat("overhead")
-    share_tier = spec.tier("overhead_share")
+    share_tier = plan.contract.latency.tier("overhead_share")
     if share_tier is not None and isinstance(overhead, Mapping):
         f = overhead_finding(share_tier, overhead, samples=stats.n)
         if f:
@@ -569,7 +625,6 @@ def run_latency(
     result.complete = stats.n > 0
     if not result.complete:
         result.error = "no chunk was timed (is pytest-benchmark disabled?)"
-    return result
 
 
 def _given(*values: int | None) -> int:

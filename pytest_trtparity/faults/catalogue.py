@@ -360,159 +360,173 @@ def catalogue(
     t = _targets(contract)
     n = max(stats.chunks, 1)
     mid, late, crash_at = n // 2, (2 * n) // 3, (2 * n) // 5
+    return [
+        Fault("clean", "the engine as it is: nothing may fail"),
+        *_bias_faults(contract, stats, clean, t),
+        _noise_fault(contract, stats, t),
+        *_nan_faults(contract, stats, t, mid),
+        *_inf_faults(stats, t, min(mid + 1, n - 1)),
+        _stuck_fault(contract, stats, t),
+        _zero_fault(contract, stats, t),
+        _swap_fault(contract, t),
+        *_form_faults(t),
+        _drift_fault(contract, stats, t),
+        _invariant_fault(contract, stats, late),
+        *_failure_faults(t.primary, stats, crash_at),
+        _latency_fault(contract),
+    ]
+
+
+def _is_float(dtype: str) -> bool:
+    return dtype in ("float64", "float32", "float16", "bfloat16")
+
+
+def _fail_tier(contract: Contract, output: str) -> float:
+    """The output's per-chunk fail tier, 0 where it has none."""
+    tier = contract.tolerance(output).chunk
+    return tier.fail if tier and tier.fail is not None else 0.0
+
+
+def _noise_fault(contract: Contract, stats: ReferenceStats, t: _Targets) -> Fault:
     p = t.primary
-    metric = contract.tolerance(p).metric
-    is_float = t.primary_dtype in ("float64", "float32", "float16", "bfloat16")
-    faults: list[Fault] = [Fault("clean", "the engine as it is: nothing may fail")]
-    faults += _bias_faults(contract, stats, clean, t)
-
-    tier = contract.tolerance(p).chunk
-    fail = tier.fail if tier and tier.fail is not None else 0.0
     peak = stats.max_abs.get(p, 0.0)
-    if is_float and peak > 0:
-        scale = 20.0 * max(fail, 1e-6) / peak
-        faults.append(
-            Fault(
-                "relative_noise",
-                f"Gaussian noise of {scale:.3g} relative on {p!r}",
-                _noise(p, scale),
-                expect=(Expect((metric,), p, FUNCTIONAL),),
-            )
+    if not (_is_float(t.primary_dtype) and peak > 0):
+        return Fault(
+            "relative_noise",
+            "relative noise",
+            skip=f"{p!r} is not a float output with nonzero values",
         )
-    else:
-        faults.append(
-            Fault(
-                "relative_noise",
-                "relative noise",
-                skip=f"{p!r} is not a float output with nonzero values",
-            )
-        )
+    scale = 20.0 * max(_fail_tier(contract, p), 1e-6) / peak
+    return Fault(
+        "relative_noise",
+        f"Gaussian noise of {scale:.3g} relative on {p!r}",
+        _noise(p, scale),
+        expect=(Expect((contract.tolerance(p).metric,), p, FUNCTIONAL),),
+    )
 
-    nan_target = t.state or p
-    if contract.output(nan_target).dtype in ("float64", "float32", "float16", "bfloat16"):
-        nan_at = Expect(
-            ("structure",), nan_target, FUNCTIONAL, chunk=stats.label(mid), message="NaN at index"
+
+def _nan_faults(contract: Contract, stats: ReferenceStats, t: _Targets, mid: int) -> list[Fault]:
+    """NaN in one element on one chunk, then everywhere from that chunk on (the state where there
+    is one: a NaN in it must also sink the closed loop it is fed back into)."""
+    target = t.state or t.primary
+    if not _is_float(contract.output(target).dtype):
+        return []
+    nan_at = Expect(
+        ("structure",), target, FUNCTIONAL, chunk=stats.label(mid), message="NaN at index"
+    )
+    looped = (Expect((DRIFT_CRITERIA,), target, CLOSED_LOOP),) if t.state else ()
+    return [
+        Fault(
+            "nan_one_element",
+            f"NaN in the first element of {target!r} on chunk {stats.label(mid)} only",
+            _at_step(mid, _replace(target, _set_first(math.nan))),
+            expect=(nan_at, *looped),
+        ),
+        Fault(
+            "nan_from_chunk",
+            f"NaN in {target!r} from chunk {stats.label(mid)} on",
+            _from_step(mid, _replace(target, lambda a: np.full_like(a, np.nan))),
+            expect=(nan_at, *looped),
+        ),
+    ]
+
+
+def _inf_faults(stats: ReferenceStats, t: _Targets, at: int) -> list[Fault]:
+    """+inf on one chunk beside the NaN faults' chunk, and inside a short reference."""
+    if not _is_float(t.primary_dtype):
+        return []
+    p = t.primary
+    expect = Expect(("structure",), p, FUNCTIONAL, chunk=stats.label(at), message="inf at index")
+    return [
+        Fault(
+            "inf_one_element",
+            f"+inf in the first element of {p!r} on chunk {stats.label(at)} only",
+            _at_step(at, _replace(p, _set_first(math.inf))),
+            expect=(expect,),
         )
-        # a NaN in the state must also sink the closed loop it is fed back into
-        looped = (Expect((DRIFT_CRITERIA,), nan_target, CLOSED_LOOP),) if t.state else ()
-        faults.append(
-            Fault(
-                "nan_one_element",
-                f"NaN in the first element of {nan_target!r} on chunk {stats.label(mid)} only",
-                _at_step(mid, _replace(nan_target, _set_first(math.nan))),
-                expect=(nan_at, *looped),
-            )
+    ]
+
+
+def _stuck_fault(contract: Contract, stats: ReferenceStats, t: _Targets) -> Fault:
+    p = t.primary
+    if stats.chunks < 2:
+        return Fault(
+            "stuck_previous",
+            "an output repeats the previous chunk's value",
+            skip="the reference has one chunk: there is no previous value to repeat",
         )
-        faults.append(
-            Fault(
-                "nan_from_chunk",
-                f"NaN in {nan_target!r} from chunk {stats.label(mid)} on",
-                _from_step(mid, _replace(nan_target, lambda a: np.full_like(a, np.nan))),
-                expect=(nan_at, *looped),
-            )
+    return Fault(
+        "stuck_previous",
+        f"{p!r} repeats the previous chunk's value",
+        _stuck(p),
+        expect=(Expect((contract.tolerance(p).metric,), p, FUNCTIONAL),),
+    )
+
+
+def _zero_fault(contract: Contract, stats: ReferenceStats, t: _Targets) -> Fault:
+    p = t.primary
+    if not stats.max_abs.get(p, 0.0) > 2 * _fail_tier(contract, p):
+        return Fault(
+            "all_zero",
+            "all-zero output",
+            skip=f"the reference {p!r} is itself within the tier of zero",
         )
-    if is_float:
-        inf_at = min(mid + 1, n - 1)  # beside the NaN faults' chunk, and inside a short reference
-        faults.append(
-            Fault(
-                "inf_one_element",
-                f"+inf in the first element of {p!r} on chunk {stats.label(inf_at)} only",
-                _at_step(inf_at, _replace(p, _set_first(math.inf))),
-                expect=(
-                    Expect(
-                        ("structure",),
-                        p,
-                        FUNCTIONAL,
-                        chunk=stats.label(inf_at),
-                        message="inf at index",
-                    ),
-                ),
-            )
-        )
-    if stats.chunks >= 2:
-        faults.append(
-            Fault(
-                "stuck_previous",
-                f"{p!r} repeats the previous chunk's value",
-                _stuck(p),
-                expect=(Expect((metric,), p, FUNCTIONAL),),
-            )
-        )
-    else:
-        faults.append(
-            Fault(
-                "stuck_previous",
-                "an output repeats the previous chunk's value",
-                skip="the reference has one chunk: there is no previous value to repeat",
-            )
-        )
-    if peak > 2 * fail:
-        faults.append(
-            Fault(
-                "all_zero",
-                f"{p!r} is all zeros",
-                _replace(p, np.zeros_like),
-                expect=(Expect((metric,), p, FUNCTIONAL),),
-            )
-        )
-    else:
-        faults.append(
-            Fault(
-                "all_zero",
-                "all-zero output",
-                skip=f"the reference {p!r} is itself within the tier of zero",
-            )
-        )
-    if t.other is not None:
-        faults.append(
-            Fault(
-                "swapped_outputs",
-                f"{p!r} and {t.other!r} swapped",
-                _swap(p, t.other),
-                expect=(Expect(("structure", metric), p, FUNCTIONAL),),
-            )
-        )
-    else:
-        faults.append(
-            Fault("swapped_outputs", "two outputs swapped", skip="the contract has one output")
-        )
-    faults.append(
+    return Fault(
+        "all_zero",
+        f"{p!r} is all zeros",
+        _replace(p, np.zeros_like),
+        expect=(Expect((contract.tolerance(p).metric,), p, FUNCTIONAL),),
+    )
+
+
+def _swap_fault(contract: Contract, t: _Targets) -> Fault:
+    p = t.primary
+    if t.other is None:
+        return Fault("swapped_outputs", "two outputs swapped", skip="the contract has one output")
+    return Fault(
+        "swapped_outputs",
+        f"{p!r} and {t.other!r} swapped",
+        _swap(p, t.other),
+        expect=(Expect(("structure", contract.tolerance(p).metric), p, FUNCTIONAL),),
+    )
+
+
+def _form_faults(t: _Targets) -> list[Fault]:
+    """The primary output with a wrong shape, then with a wrong dtype."""
+    p = t.primary
+    bad_dtype = _wrong_dtype(t.primary_dtype)
+    return [
         Fault(
             "wrong_shape",
             f"{p!r} gains a leading axis of 1",
             _replace(p, lambda a: a[np.newaxis]),
             expect=(Expect(("structure",), p, FUNCTIONAL, message="shape"),),
-        )
-    )
-    bad_dtype = _wrong_dtype(t.primary_dtype)
-    faults.append(
+        ),
         Fault(
             "wrong_dtype",
             f"{p!r} comes back as {bad_dtype}",
             _replace(p, lambda a: a.astype(np.dtype(bad_dtype))),
             expect=(Expect(("structure",), p, FUNCTIONAL, message=f"dtype {bad_dtype}"),),
-        )
-    )
-    faults.append(_drift_fault(contract, stats, t))
-    faults.append(_invariant_fault(contract, stats, late))
-    faults.append(
+        ),
+    ]
+
+
+def _failure_faults(p: str, stats: ReferenceStats, crash_at: int) -> list[Fault]:
+    """The engine returns no primary output; the engine raises part way."""
+    return [
         Fault(
             "missing_output",
             f"the engine returns no {p!r}",
             _drop(p),
             expect=(Expect(("missing output",), p, FUNCTIONAL),),
-        )
-    )
-    faults.append(
+        ),
         Fault(
             "crash_mid_run",
             f"the engine raises from chunk {stats.label(crash_at)} on",
             _crash(crash_at),
             expect=(Expect(("error",), None, FUNCTIONAL, message="injected crash"),),
-        )
-    )
-    faults.append(_latency_fault(contract))
-    return faults
+        ),
+    ]
 
 
 #: The contract's latency keys, and the criteria the latency suite names its findings by.
