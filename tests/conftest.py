@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -45,6 +46,24 @@ def gate_dir(pytester: pytest.Pytester) -> Path:
     """A pytester folder holding the gating suites, as a user's CI checkout would."""
     for suite in SUITES.glob("test_*.py"):
         shutil.copy(suite, pytester.path / suite.name)
+    pytester.makeini("[pytest]\n")
+    return pytester.path
+
+
+def short_reference(dst: Path, n: int) -> Path:
+    """The first `n` records of the committed reference, with a header that says so."""
+    lines = SILERO_REF.read_bytes().splitlines(keepends=True)
+    header = json.loads(lines[0])
+    header["records"] = n
+    dst.write_bytes(json.dumps(header).encode() + b"\n" + b"".join(lines[1 : n + 1]))
+    return dst
+
+
+@pytest.fixture
+def loop_dir(pytester: pytest.Pytester) -> Path:
+    """A pytester folder holding the contract, functional and closed-loop suites only."""
+    for name in ("test_contract.py", "test_functional.py", "test_closed_loop.py"):
+        shutil.copy(SUITES / name, pytester.path / name)
     pytester.makeini("[pytest]\n")
     return pytester.path
 

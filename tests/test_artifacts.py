@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-
 from pytest_trtparity.artifacts import plots, report
 from pytest_trtparity.artifacts.model import RunView
 from pytest_trtparity.artifacts.summary import build_summary, comparison, schema
@@ -19,7 +17,7 @@ from pytest_trtparity.judge.payloads import Payload
 from pytest_trtparity.judge.results import SuiteResult
 from pytest_trtparity.judge.tiers import Finding, Level
 
-from .conftest import REPO, SILERO_CONTRACT, SILERO_REF, SUITES
+from .conftest import REPO, SILERO_CONTRACT, SILERO_REF, short_reference
 from .onnx_edits import scale_output
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -32,23 +30,6 @@ def validate(summary: dict[str, Any]) -> None:
         Draft202012Validator(schema()).iter_errors(summary), key=lambda e: list(e.absolute_path)
     )
     assert not errors, [f"{list(e.absolute_path)}: {e.message}" for e in errors[:5]]
-
-
-def short_reference(dst: Path, n: int) -> Path:
-    """The first `n` records of the committed reference, with a header that says so."""
-    lines = SILERO_REF.read_bytes().splitlines(keepends=True)
-    header = json.loads(lines[0])
-    header["records"] = n
-    dst.write_bytes(json.dumps(header).encode() + b"\n" + b"".join(lines[1 : n + 1]))
-    return dst
-
-
-@pytest.fixture
-def loop_dir(pytester: pytest.Pytester) -> Path:
-    for name in ("test_contract.py", "test_functional.py", "test_closed_loop.py"):
-        shutil.copy(SUITES / name, pytester.path / name)
-    pytester.makeini("[pytest]\n")
-    return pytester.path
 
 
 def run_gate(

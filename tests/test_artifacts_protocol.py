@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from pytest_trtparity.artifacts import lock, report
 from pytest_trtparity.artifacts.model import RunView
 from pytest_trtparity.artifacts.summary import schema
@@ -25,7 +24,7 @@ from pytest_trtparity.session import GateSession
 from pytest_trtparity.settings import resolve_settings
 from pytest_trtparity.util import atomic
 
-from .conftest import SILERO_CONTRACT, SILERO_REF, SUITES
+from .conftest import SILERO_CONTRACT, SUITES, short_reference
 
 PNG = b"\x89PNG\r\n\x1a\n"
 OLD_RUN = "20000101T000000Z-1-aaaaaa"
@@ -322,14 +321,6 @@ def test_the_lock_of_a_dead_run_is_taken_over(tmp_path: Path) -> None:
 
 
 # -- as users run it: killed by SIGKILL, and two pytest processes ---------------------------------
-
-
-def short_reference(dst: Path, n: int) -> Path:
-    lines = SILERO_REF.read_bytes().splitlines(keepends=True)
-    header = json.loads(lines[0])
-    header["records"] = n
-    dst.write_bytes(json.dumps(header).encode() + b"\n" + b"".join(lines[1 : n + 1]))
-    return dst
 
 
 KILL_AT_COMMIT = """

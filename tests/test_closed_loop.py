@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from pytest_trtparity.backends import open_backend
 from pytest_trtparity.backends.base import Backend, BackendInfo, IOInfo
 from pytest_trtparity.checks.closed_loop import run_closed_loop
@@ -18,7 +16,7 @@ from pytest_trtparity.contract.model import Contract, contract_from_json, load_c
 from pytest_trtparity.judge.tiers import Level
 from pytest_trtparity.reference.reader import Record, ReferenceReader
 
-from .conftest import SILERO_CONTRACT, SILERO_REF, SUITES
+from .conftest import SILERO_CONTRACT, SILERO_REF
 from .onnx_edits import ignore_input, scale_output
 
 #: stateN times (1 + EPS) each chunk: functional error stays far inside every tolerance, while
@@ -231,14 +229,6 @@ def test_progress_callback_counts_chunks() -> None:
 
 
 # -- as users run it ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def loop_dir(pytester: pytest.Pytester) -> Path:
-    for name in ("test_contract.py", "test_functional.py", "test_closed_loop.py"):
-        shutil.copy(SUITES / name, pytester.path / name)
-    pytester.makeini("[pytest]\n")
-    return pytester.path
 
 
 def _args(engine: Path, out: Path, *extra: str) -> list[str]:

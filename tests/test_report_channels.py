@@ -4,13 +4,11 @@ progress indicator, and the CI templates."""
 from __future__ import annotations
 
 import json
-import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import pytest
-
 from pytest_trtparity.artifacts import channels
 from pytest_trtparity.artifacts.model import RunView, SuiteView
 from pytest_trtparity.artifacts.summary import build_summary, ci_name
@@ -19,23 +17,7 @@ from pytest_trtparity.judge.tiers import Finding, Level
 from pytest_trtparity.util import progress
 from pytest_trtparity.util.jsonfloat import clean
 
-from .conftest import REPO, SILERO_CONTRACT, SILERO_REF, SUITES
-
-
-def short_reference(dst: Path, n: int) -> Path:
-    lines = SILERO_REF.read_bytes().splitlines(keepends=True)
-    header = json.loads(lines[0])
-    header["records"] = n
-    dst.write_bytes(json.dumps(header).encode() + b"\n" + b"".join(lines[1 : n + 1]))
-    return dst
-
-
-@pytest.fixture
-def loop_dir(pytester: pytest.Pytester) -> Path:
-    for name in ("test_contract.py", "test_functional.py", "test_closed_loop.py"):
-        shutil.copy(SUITES / name, pytester.path / name)
-    pytester.makeini("[pytest]\n")
-    return pytester.path
+from .conftest import REPO, SILERO_CONTRACT, short_reference
 
 
 def run_gate(pytester: pytest.Pytester, engine: Path, *extra: str) -> Any:
