@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from pytest_trtparity.artifacts import plots, report
 from pytest_trtparity.artifacts.model import RunView
 from pytest_trtparity.artifacts.summary import build_summary, comparison, schema

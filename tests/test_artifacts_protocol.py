@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from pytest_trtparity.artifacts import lock, report
 from pytest_trtparity.artifacts.model import RunView
 from pytest_trtparity.artifacts.summary import schema

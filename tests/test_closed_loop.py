@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from pytest_trtparity.backends import open_backend
 from pytest_trtparity.backends.base import Backend, BackendInfo, IOInfo
 from pytest_trtparity.checks.closed_loop import run_closed_loop

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from pytest_trtparity.artifacts import channels
 from pytest_trtparity.artifacts.model import RunView, SuiteView
 from pytest_trtparity.artifacts.summary import build_summary, ci_name
