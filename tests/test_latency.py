@@ -27,7 +27,15 @@ from pytest_trtparity.checks.latency import (
 )
 from pytest_trtparity.checks.timing import cv_pct, latency_stats, split_stats, window_stability
 from pytest_trtparity.contract.model import LatencySpec, Tier, load_contract
-from pytest_trtparity.judge.tiers import Level
+from pytest_trtparity.judge.tiers import (
+    BytesThreshold,
+    Level,
+    MsThreshold,
+    PlainThreshold,
+    RatioThreshold,
+    Threshold,
+    threshold_finding,
+)
 from pytest_trtparity.reference import ReferenceReader
 
 from .conftest import SILERO_CONTRACT, SILERO_REF
@@ -84,6 +92,40 @@ def test_a_value_just_over_its_limit_does_not_print_equal() -> None:
     stats = latency_stats([10.0001])
     (finding,) = judge_latency(stats, LatencySpec.from_json({"p50_ms": {"fail": 10.0}}))
     assert "10.0001 ms" in finding.message and "tier 10 ms" in finding.message
+
+
+THRESHOLDS: list[Threshold] = [
+    PlainThreshold(tier=Tier(warn=1.0, fail=2.0), criterion="max_abs", output="prob"),
+    MsThreshold(tier=Tier(warn=1.0, fail=2.0), criterion="p95", what="engine latency", samples=9),
+    RatioThreshold(tier=Tier(warn=1.0, fail=2.0), criterion="latency p50", detail="1 ms vs 1 ms"),
+    BytesThreshold(tier=Tier(warn=1.0, fail=2.0), criterion="engine_bytes", what="engine size"),
+]
+
+
+@pytest.mark.parametrize("threshold", THRESHOLDS, ids=lambda t: type(t).__name__)
+def test_every_threshold_kind_decides_and_describes_through_one_path(threshold: Threshold) -> None:
+    """One decision for every kind: under the warn tier passes, between warns, over fails, NaN
+    fails; the finding carries the threshold's sentence and its criterion."""
+    assert [threshold.decide(v) for v in (0.5, 1.5, 2.5, math.nan)] == [
+        Level.PASS,
+        Level.WARN,
+        Level.FAIL,
+        Level.FAIL,
+    ]
+    assert threshold_finding(threshold, 0.5, suite="s", output="o") is None
+    f = threshold_finding(threshold, 2.5, suite="s", output="o")
+    assert f is not None and f.level is Level.FAIL and f.limit == 2.0
+    assert f.criterion == threshold.criterion
+    assert f.message == threshold.describe(2.5, Level.FAIL, 2.0)
+    assert "fail tier" in f.message and "2.5" in f.message
+
+
+def test_a_lower_is_worse_ms_threshold_says_below() -> None:
+    tier = Tier(warn=5.0, fail=2.0, higher_is_worse=False)
+    ms = MsThreshold(tier=tier, criterion="throughput", what="engine", samples=3, unit="fps")
+    f = threshold_finding(ms, 1.0, suite="s", output="engine")
+    assert f is not None
+    assert f.message == "engine: throughput 1 fps over 3 timed chunks is below the fail tier 2 fps"
 
 
 def test_split_medians_and_the_events_over_host_ratio() -> None:
@@ -242,8 +284,13 @@ def test_device_timing_uses_the_backends_device_step(contract: Any, tmp_path: Pa
     )
     assert step.calls == 12 and len(timer.data) == 10
     assert seen == {"feeds": {"input", "state"}, "carry": {"state": "stateN"}, "graphs": True}
-    assert result.complete and result.payload.to_json()["timing"] == "device, no transfers, CUDA graph"
-    assert result.payload.to_json()["device_compute"]["p50_ms"] == 0.25 and result.payload.to_json()["overhead"] is None
+    assert (
+        result.complete and result.payload.to_json()["timing"] == "device, no transfers, CUDA graph"
+    )
+    assert (
+        result.payload.to_json()["device_compute"]["p50_ms"] == 0.25
+        and result.payload.to_json()["overhead"] is None
+    )
 
 
 def test_a_reference_error_keeps_the_run_failed(
@@ -548,7 +595,10 @@ def test_unstable_then_stable_is_judged_on_the_second_try(contract: Any, tmp_pat
     result, made = _scripted(tiered, tmp_path, spiky(60, 4), [SPIKE_MS] * 60)
     assert made == [1] and result.payload.to_json()["stability"]["tries"] == 2
     assert [f.level for f in result.findings] == [Level.FAIL]
-    assert result.payload.to_json()["stability"]["outcome"] == "stable" and result.payload.to_json()["inconclusive"] == []
+    assert (
+        result.payload.to_json()["stability"]["outcome"] == "stable"
+        and result.payload.to_json()["inconclusive"] == []
+    )
     assert result.payload.to_json()["p95_ms"] == pytest.approx(SPIKE_MS)
 
 
@@ -599,16 +649,23 @@ def test_a_stable_sleep_over_the_fail_tier_fails(contract: Any, tmp_path: Path) 
     (finding,) = result.findings
     assert finding.level is Level.FAIL and "above the fail tier 4 ms" in finding.message
     # stable windows, or (on a loaded machine) every step over the tier anyway: judged either way
-    assert result.payload.to_json()["stability"]["criteria"]["p95_ms"]["outcome"] in ("judged", "every step")
+    assert result.payload.to_json()["stability"]["criteria"]["p95_ms"]["outcome"] in (
+        "judged",
+        "every step",
+    )
 
 
 def test_random_spikes_are_inconclusive(contract: Any, tmp_path: Path) -> None:
     spikes = spike_steps()
     result = _sleepy(contract, tmp_path, lambda call: 0.02 if call in spikes else 0.0)
     assert result.payload.to_json()["stability"]["tries"] == 2
-    assert result.payload.to_json()["stability"]["outcome"] == "inconclusive", result.payload.to_json()["table"]
+    assert result.payload.to_json()["stability"]["outcome"] == "inconclusive", (
+        result.payload.to_json()["table"]
+    )
     assert result.findings == [] and result.verdict is Level.PASS
-    assert result.payload.to_json()["p95_ms"] > 4.0  # the tier was crossed: the old gate would have failed
+    assert (
+        result.payload.to_json()["p95_ms"] > 4.0
+    )  # the tier was crossed: the old gate would have failed
 
 
 def test_a_clean_backend_passes(contract: Any, tmp_path: Path) -> None:
@@ -621,7 +678,10 @@ def test_a_clean_backend_passes(contract: Any, tmp_path: Path) -> None:
         chunks=4,
     )
     assert result.verdict is Level.PASS and result.findings == []
-    assert result.payload.to_json()["stability"]["tries"] == 1 and result.payload.to_json()["inconclusive"] == []
+    assert (
+        result.payload.to_json()["stability"]["tries"] == 1
+        and result.payload.to_json()["inconclusive"] == []
+    )
 
 
 SPIKY_CONFTEST = """

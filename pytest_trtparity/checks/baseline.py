@@ -24,7 +24,7 @@ from ..errors import TrtParityError
 from ..judge.compare import compare
 from ..judge.payloads import BaselinePayload
 from ..judge.results import SuiteResult, chunk_label
-from ..judge.tiers import Finding, Level, fmt_pair, judge, percentile
+from ..judge.tiers import Finding, Level, RatioThreshold, percentile, threshold_finding
 from ..reference.reader import Record
 from ..settings import GateSettings
 from .memory import DeviceMemoryProbe
@@ -126,19 +126,11 @@ def ratio(engine: float | None, baseline: float | None, floor: float = 0.0) -> f
     return e / b
 
 
-def ratio_finding(
-    criterion: str, tier: Tier, value: float, *, output: str, detail: str
-) -> Finding | None:
-    level, limit = judge(tier, value)
-    if level is Level.PASS or limit is None:
-        return None
-    word = "fail" if level is Level.FAIL else "warn"
-    if math.isnan(value):
-        text = f"{criterion} engine/baseline could not be computed ({detail}); limit {limit:g}x"
-    else:
-        v, lim = fmt_pair(value, limit)
-        text = f"{criterion} engine/baseline {v}x ({detail}) is above the {word} tier {lim}x"
-    return Finding(level, SUITE, output, criterion, text, value=value, limit=limit)
+def _ratio(criterion: str, tier: Tier, value: float, *, output: str, detail: str) -> list[Finding]:
+    """The finding (none or one) for an engine/baseline ratio."""
+    ratio = RatioThreshold(tier=tier, criterion=criterion, detail=detail)
+    f = threshold_finding(ratio, value, suite=SUITE, output=output)
+    return [f] if f else []
 
 
 def run_baseline(
@@ -254,10 +246,9 @@ def _judge(
             f"p50 {fmt_ms(eng['latency']['p50_ms'])} ms vs {fmt_ms(base['latency']['p50_ms'])} ms "
             f"over {eng['latency']['n']} chunks"
         )
-        f = ratio_finding(
+        findings += _ratio(
             "latency p50", tier, ratios["latency_p50"], output="engine", detail=detail
         )
-        findings.extend([f] if f else [])
     tier = contract.latency.tier("baseline_error")
     if tier is not None:
         for name, value in ratios["error_p95"].items():
@@ -267,8 +258,7 @@ def _judge(
                 detail += (
                     "; the baseline matches the reference exactly, set latency.baseline_error_floor"
                 )
-            f = ratio_finding(f"output {name!r} error", tier, value, output=name, detail=detail)
-            findings.extend([f] if f else [])
+            findings += _ratio(f"output {name!r} error", tier, value, output=name, detail=detail)
     tier = contract.memory.tier("baseline_device_ratio")
     if tier is not None:
         value = ratios["peak_device_bytes"]
@@ -291,8 +281,7 @@ def _judge(
             detail = (
                 f"{fmt_bytes(eng['peak_device_bytes'])} vs {fmt_bytes(base['peak_device_bytes'])}"
             )
-            f = ratio_finding("peak device memory", tier, value, output="engine", detail=detail)
-            findings.extend([f] if f else [])
+            findings += _ratio("peak device memory", tier, value, output="engine", detail=detail)
     return findings
 
 

@@ -31,7 +31,7 @@ from ..errors import BackendError, TrtParityError
 from ..judge.compare import compare
 from ..judge.payloads import LatencyPayload
 from ..judge.results import SuiteResult
-from ..judge.tiers import Finding, Level, fmt_pair, judge
+from ..judge.tiers import Finding, Level, MsThreshold, fmt_pair, judge, threshold_finding
 from ..reference.reader import Record
 from ..settings import GateSettings
 from .timing import (
@@ -148,20 +148,28 @@ class PreparedChunk:
     outputs: Mapping[str, np.ndarray]
 
 
+#: What the decoded chunks a timed suite cycles, and the outputs it keeps for timing comparisons,
+#: may each hold: with 25 MB tensors, 20 chunks and 64 kept outputs would be gigabytes.
+HELD_BYTES = 64 << 20
+
+
 def prepare_chunks(
     records: Iterable[Record], limit: int
 ) -> tuple[list[PreparedChunk], list[float]]:
-    """The first `limit` records and how long decoding each took (ms)."""
+    """The first `limit` records and how long decoding each took (ms); fewer once they hold
+    `HELD_BYTES` (at least one), since timed runs cycle the chunks and memory must stay bounded."""
     chunks: list[PreparedChunk] = []
     decode_ms: list[float] = []
     it = iter(records)
-    while len(chunks) < limit:
+    held = 0
+    while len(chunks) < limit and (not chunks or held < HELD_BYTES):
         start = time.perf_counter()
         try:
             record = next(it)
         except StopIteration:
             break
         decode_ms.append((time.perf_counter() - start) * 1e3)
+        held += record.nbytes
         chunks.append(
             PreparedChunk(
                 record.where,
@@ -235,7 +243,11 @@ class ChunkDriver:
         Comparing here, between timed steps, would let the comparison's numpy and BLAS threads
         (which spin for a while after each call) steal the CPU from the next engine step."""
         if self.compare_outputs and self._current is not None and len(self._kept) < self.keep:
-            self._kept.append((self._current, self._last))
+            held = sum(
+                a.nbytes for _, out in [*self._kept, (None, self._last)] for a in out.values()
+            )
+            if not self._kept or held <= HELD_BYTES:
+                self._kept.append((self._current, self._last))
 
     def time_comparisons(self) -> None:
         """Compare the kept outputs with the reference as a gate run does, timing each chunk."""
@@ -274,30 +286,6 @@ def overhead_report(
     }
 
 
-def latency_finding(
-    criterion: str,
-    tier: Tier,
-    value: float,
-    *,
-    suite: str,
-    what: str,
-    samples: int,
-    unit: str = "ms",
-) -> Finding | None:
-    """One sentence per crossed tier: what, the criterion, the value, the limit, over how many chunks."""
-    level, limit = judge(tier, value)
-    if level is Level.PASS or limit is None:
-        return None
-    tier_word = "fail" if level is Level.FAIL else "warn"
-    if math.isnan(value):
-        message = f"{what}: {criterion} could not be measured over {samples} timed chunks (limit {limit:g} {unit})"
-    else:
-        v, lim = fmt_pair(value, limit)
-        side = "above" if tier.higher_is_worse else "below"
-        message = f"{what}: {criterion} {v} {unit} over {samples} timed chunks is {side} the {tier_word} tier {lim} {unit}"
-    return Finding(level, suite, "engine", criterion, message, value=value, limit=limit)
-
-
 def overhead_finding(tier: Tier, overhead: Mapping[str, float], *, samples: int) -> Finding | None:
     """The harness's own per-chunk work as a share of the engine's p50, against `overhead_share`."""
     share = float(overhead["share"])
@@ -325,9 +313,8 @@ def judge_latency(
     throughput suites judge this way; the latency suite adds `judge_try`'s stability rules)."""
     findings = []
     for key, tier in latency_tiers(latency):
-        f = latency_finding(
-            key.removesuffix("_ms"), tier, stats.value(key), suite=suite, what=what, samples=stats.n
-        )
+        ms = MsThreshold(tier=tier, criterion=key.removesuffix("_ms"), what=what, samples=stats.n)
+        f = threshold_finding(ms, stats.value(key), suite=suite, output="engine")
         if f:
             findings.append(f)
     return findings
@@ -409,7 +396,8 @@ def judge_criterion(
     value = stats.value(key)
     stability = window_stability(samples, key, windows=windows, limit_pct=stability_pct)
     name = key.removesuffix("_ms")
-    finding = latency_finding(name, tier, value, suite=SUITE, what=what, samples=stats.n)
+    ms = MsThreshold(tier=tier, criterion=name, what=what, samples=stats.n)
+    finding = threshold_finding(ms, value, suite=SUITE, output="engine")
     if finding is None:
         return Judgement(key, value, stability, "pass")
     if stability.stable or not stability.assessed or math.isnan(value):
@@ -417,12 +405,8 @@ def judge_criterion(
     floor_level, floor_limit = judge(tier, _fastest(tier, stats))
     if floor_level >= finding.level:
         return Judgement(key, value, stability, "every step", finding)
-    assert finding.limit is not None
-    v, lim = fmt_pair(value, finding.limit)
-    side = "above" if tier.higher_is_worse else "below"
     head = (
-        f"{what}: {name} {v} ms over {stats.n} timed chunks is {side} the {finding.level.word} "
-        f"tier {lim} ms but the measurement is "
+        f"{finding.message} but the measurement is "
         f"{unstable_clause(stability, cv_pct(samples), tries)}"
     )
     if floor_level is Level.PASS or floor_limit is None:
@@ -432,7 +416,7 @@ def judge_criterion(
     fastest = _fastest(tier, stats)
     message = (
         f"{head}; every timed step took {'at least' if tier.higher_is_worse else 'at most'} "
-        f"{fmt_ms(fastest)} ms, {side} the {floor_level.word} tier {floor_limit:g} ms: "
+        f"{fmt_ms(fastest)} ms, {ms.side} the {floor_level.word} tier {floor_limit:g} ms: "
         f"judged {floor_level.word}"
     )
     bounded = Finding(floor_level, SUITE, "engine", name, message, value=value, limit=floor_limit)

@@ -20,7 +20,7 @@ from ..contract.model import Contract, MemorySpec, Tier
 from ..errors import TrtParityError
 from ..judge.payloads import MemoryPayload
 from ..judge.results import SuiteResult
-from ..judge.tiers import Finding, Level, judge
+from ..judge.tiers import BytesThreshold, Finding, Level, threshold_finding
 from ..reference.reader import Record
 from .timing import fmt_bytes
 
@@ -168,36 +168,14 @@ class DeviceMemoryProbe:
 def bytes_finding(
     key: str, tier: Tier, value: float | None, *, suite: str = SUITE, why_missing: str = ""
 ) -> Finding | None:
-    what = CRITERIA.get(key, key)
+    """One size criterion (`CRITERIA`) under its tier; a size not measured is a warning that its
+    limit went unchecked, never a silent pass."""
+    threshold = BytesThreshold(tier=tier, criterion=key, what=CRITERIA.get(key, key))
     if value is None:
+        message = threshold.unmeasured(why_missing)
         limit = tier.fail if tier.fail is not None else tier.warn
-        return Finding(
-            Level.WARN,
-            suite,
-            "engine",
-            key,
-            f"{what} was not measured ({why_missing}), so its limit {fmt_bytes(limit)} is unchecked",
-            limit=limit,
-        )
-    level, limit = judge(tier, float(value))
-    if level is Level.PASS or limit is None:
-        return None
-    word = "fail" if level is Level.FAIL else "warn"
-    return Finding(
-        level,
-        suite,
-        "engine",
-        key,
-        f"{what} {fmt_bytes(value)} ({_count(value)} bytes) is above the {word} tier "
-        f"{fmt_bytes(limit)} ({_count(limit)} bytes)",
-        value=float(value),
-        limit=limit,
-    )
-
-
-def _count(value: float) -> str:
-    """Bytes as an exact integer, so a value one byte over its limit never prints equal to it."""
-    return str(int(value)) if float(value).is_integer() else f"{value:.17g}"
+        return Finding(Level.WARN, suite, "engine", key, message, limit=limit)
+    return threshold_finding(threshold, float(value), suite=suite, output="engine")
 
 
 def judge_memory(

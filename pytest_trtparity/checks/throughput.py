@@ -127,15 +127,7 @@ def run_throughput(
                 _sweep_one(backend, contract, prepared, singles, dim, size, rounds, warmup, result)
             )
         except TrtParityError as exc:
-            result.findings.append(
-                Finding(
-                    Level.FAIL,
-                    SUITE,
-                    "engine",
-                    f"batch {size}",
-                    f"the engine failed at batch size {size}, which {source} allows: {exc}",
-                )
-            )
+            result.findings.append(_failed_at(size, source, exc))
             rows.append({"batch": size, "error": str(exc)})
     result.chunks_run = sum(int(r.get("n", 0)) for r in rows)
     result.streams = sorted({c.stream for c in prepared})
@@ -155,6 +147,12 @@ def run_throughput(
     if not result.complete:
         result.error = "no batch size ran"
     return result
+
+
+def _failed_at(size: int, source: str, exc: TrtParityError) -> Finding:
+    """A batch size the contract or engine allows must run: failing at it fails the suite."""
+    message = f"the engine failed at batch size {size}, which {source} allows: {exc}"
+    return Finding(Level.FAIL, SUITE, "engine", f"batch {size}", message)
 
 
 def _sweep_one(

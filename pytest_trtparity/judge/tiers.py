@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import Any
 
@@ -117,6 +117,122 @@ def describe(
     return text + (f" ({note})" if note else "")
 
 
+@dataclass(frozen=True, kw_only=True)
+class Threshold:
+    """One tier and the words for one kind of value: `decide` gives the level a value earns and
+    `describe` the sentence a user reads when it crossed a tier. Every check judges through one of
+    these (`threshold_finding`), so a unit is written one way wherever it is judged."""
+
+    tier: Tier
+    criterion: str
+
+    def decide(self, value: float) -> Level:
+        return judge(self.tier, value)[0]
+
+    def limit(self, value: float) -> float | None:
+        """The limit `value` crossed (None when it passes)."""
+        return judge(self.tier, value)[1]
+
+    def describe(self, value: float, level: Level, limit: float) -> str:
+        """The sentence for `value`, which crossed `limit` at `level`."""
+        raise NotImplementedError
+
+    @property
+    def side(self) -> str:
+        """Which side of a limit is worse, as a sentence says it."""
+        return "above" if self.tier.higher_is_worse else "below"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlainThreshold(Threshold):
+    """An output's metric (max_abs, cosine, ...): a bare number, on a chunk when it has one."""
+
+    output: str
+    chunk: str | None = None
+    note: str = ""
+
+    def describe(self, value: float, level: Level, limit: float) -> str:
+        return describe(
+            output=self.output,
+            criterion=self.criterion,
+            value=value,
+            limit=limit,
+            level=level,
+            higher_is_worse=self.tier.higher_is_worse,
+            chunk=self.chunk,
+            note=self.note,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class MsThreshold(Threshold):
+    """A timing statistic (p95, ...) over `samples` timed chunks, in `unit` (ms unless told)."""
+
+    what: str
+    samples: int
+    unit: str = "ms"
+
+    def describe(self, value: float, level: Level, limit: float) -> str:
+        head, unit, n = f"{self.what}: {self.criterion}", self.unit, self.samples
+        if math.isnan(value):
+            return f"{head} could not be measured over {n} timed chunks (limit {limit:g} {unit})"
+        v, lim = fmt.pair(value, limit)
+        return (
+            f"{head} {v} {unit} over {n} timed chunks is {self.side} the {level.word} tier "
+            f"{lim} {unit}"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RatioThreshold(Threshold):
+    """Engine over baseline, with the two numbers behind the ratio (`detail`)."""
+
+    detail: str
+
+    def describe(self, value: float, level: Level, limit: float) -> str:
+        head = f"{self.criterion} engine/baseline"
+        if math.isnan(value):
+            return f"{head} could not be computed ({self.detail}); limit {limit:g}x"
+        v, lim = fmt.pair(value, limit)
+        return f"{head} {v}x ({self.detail}) is above the {level.word} tier {lim}x"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BytesThreshold(Threshold):
+    """A size (`what`: "peak host RSS", ...) in KiB/MiB/GiB and as an exact count of bytes."""
+
+    what: str
+
+    def describe(self, value: float, level: Level, limit: float) -> str:
+        return (
+            f"{self.what} {fmt.nbytes(value)} ({_count(value)} bytes) is above the {level.word} "
+            f"tier {fmt.nbytes(limit)} ({_count(limit)} bytes)"
+        )
+
+    def unmeasured(self, why: str) -> str:
+        """A size that could not be measured leaves its limit unchecked, and says so."""
+        limit = self.tier.fail if self.tier.fail is not None else self.tier.warn
+        return (
+            f"{self.what} was not measured ({why}), so its limit {fmt.nbytes(limit)} is unchecked"
+        )
+
+
+def _count(value: float) -> str:
+    """Bytes as an exact integer, so a value one byte over its limit never prints equal to it."""
+    return str(int(value)) if float(value).is_integer() else f"{value:.17g}"
+
+
+def threshold_finding(
+    threshold: Threshold, value: float, *, suite: str, output: str, chunk: str | None = None
+) -> Finding | None:
+    """The finding for one value under one threshold, or None when it passes."""
+    level, limit = judge(threshold.tier, value)
+    if level is Level.PASS or limit is None:
+        return None
+    message = threshold.describe(value, level, limit)
+    return Finding(level, suite, output, threshold.criterion, message, value, limit, chunk)
+
+
 def tier_finding(
     tier: Tier | None,
     value: float,
@@ -134,34 +250,17 @@ def tier_finding(
     """
     if tier is None:
         return None
-    level, limit = judge(tier, value)
-    if level is Level.PASS or limit is None:
-        return None
-    crossed = level
-    if level is Level.FAIL and not blocking:
-        level = Level.WARN
-        note = "non-blocking" + (f": {note}" if note else "")
-    elif blocking:
+    if blocking:
         note = ""  # the contract's note explains a non-blocking exception, not every failure
-    return Finding(
-        level=level,
-        suite=suite,
-        output=output,
-        criterion=criterion,
-        message=describe(
-            output=output,
-            criterion=criterion,
-            value=value,
-            limit=limit,
-            level=crossed,
-            higher_is_worse=tier.higher_is_worse,
-            chunk=chunk,
-            note=note,
-        ),
-        value=value,
-        limit=limit,
-        chunk=chunk,
+    elif judge(tier, value)[0] is Level.FAIL:
+        note = "non-blocking" + (f": {note}" if note else "")
+    threshold = PlainThreshold(
+        tier=tier, criterion=criterion, output=output, chunk=chunk, note=note
     )
+    finding = threshold_finding(threshold, value, suite=suite, output=output, chunk=chunk)
+    if finding is None or finding.level is not Level.FAIL or blocking:
+        return finding
+    return replace(finding, level=Level.WARN)  # the sentence still names the fail tier it crossed
 
 
 def percentile(values: Sequence[float], q: float) -> float:
