@@ -91,6 +91,7 @@ def test_merged_shards_equal_one_unsharded_run(
     three_streams: Path,
     silero_onnx: Path,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
     n: int,
 ) -> None:
     one = _run(pytester, silero_onnx, three_streams, "one")
@@ -100,6 +101,7 @@ def test_merged_shards_equal_one_unsharded_run(
         part = json.loads((folder / PART_FILE).read_text())
         jsonschema.Draft202012Validator(schema()).validate(part)
         assert part["finished"] is True and part["identity"]["reference"]["records"] == 300
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(pytester.path / "job-summary.md"))
     code, text = _merge(folders, pytester.path / "merged", capsys)
     assert code == 0, text
     single, merged = _summary(pytester.path / "one"), _summary(pytester.path / "merged")
@@ -111,6 +113,7 @@ def test_merged_shards_equal_one_unsharded_run(
     junit = (pytester.path / "merged" / "junit.xml").read_text()
     assert 'name="functional"' in junit and "<failure" not in junit
     assert (pytester.path / "merged" / "report.md").is_file()
+    assert "TensorRT parity gate: ✅ PASS" in (pytester.path / "job-summary.md").read_text()
 
 
 def test_a_failing_engine_merged_fails(
