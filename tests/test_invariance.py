@@ -8,6 +8,7 @@ and above: only the invariance check can catch it.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,7 +94,9 @@ def test_clean_engines_pass(silero_onnx: Path) -> None:
         result = run_invariance(_open(engine), load_contract(contract), _records(ref))
         assert result.verdict is Level.PASS, [f.message for f in result.findings]
         assert result.complete and 8 in result.payload.to_json()["batch_sizes"]
-        assert len(result.payload.to_json()["chunks"]) == 4  # distinct chunks of one shape, so they stack
+        assert (
+            len(result.payload.to_json()["chunks"]) == 4
+        )  # distinct chunks of one shape, so they stack
 
 
 @pytest.mark.parametrize(
@@ -143,3 +146,142 @@ def test_tier_from_contract_and_repeat(silero_onnx: Path, tmp_path: Path) -> Non
     assert repeat and "non-deterministic" in repeat[0].message
     # chunk 0 ran first (call 1) and again after the other 3 chunks (call 5): 4e-6 apart
     assert repeat[0].value == pytest.approx(4e-6, rel=0.1)
+
+
+# -- contracts without a batch axis, and the byte budget ---------------------------------------------
+
+
+def _identity(path: Path, batch: int | str, elements: int) -> Path:
+    """x [batch, elements] -> a = x, b = x + 0: a correct engine at every batch size."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, elements])
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [batch, elements]) for n in "ab"]
+    nodes = [
+        helper.make_node("Identity", ["x"], ["a"]),
+        helper.make_node("Add", ["x", "zero"], ["b"]),
+    ]
+    zero = helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])
+    graph = helper.make_graph(nodes, "identity", [x], outs, initializer=[zero])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def _starter(model: Path) -> Path:
+    from pytest_trtparity.commands.contract import write_starter
+
+    return write_starter(model, model.with_suffix(".contract.json"))
+
+
+def _identity_records(n: int, elements: int) -> list[Record]:
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        x = rng.standard_normal((1, elements)).astype(np.float32)
+        out.append(Record("default", i, {"x": x}, {"a": x, "b": x}, line=i + 2, source="mem"))
+    return out
+
+
+NO_BATCH = (
+    "no input names the batch dimension 'B' (set invariance.batch_dim in the contract): "
+    "batch checks not run"
+)
+
+
+def test_a_starter_contract_without_a_batch_dim_runs_the_repeat_check_alone(
+    pytester: pytest.Pytester, gate_dir: Path
+) -> None:
+    """A fixed batch of 1 used to stack into "batches" of the first chunk and fail a correct
+    identity engine on position (each row compared with another chunk's output)."""
+    from pytest_trtparity.reference import ReferenceWriter
+
+    model = _identity(pytester.path / "model.onnx", 1, 64)
+    contract = _starter(model)
+    assert "B" not in contract.read_text()
+    with ReferenceWriter(pytester.path / "ref.jsonl") as writer:
+        for r in _identity_records(6, 64):
+            writer.write(inputs=r.inputs, outputs=r.outputs)
+    result = pytester.runpytest(
+        *("-p", "no:cacheprovider", "-m", "trt_invariance", "--trt-engine", str(model)),
+        *("--trt-contract", str(contract), "--trt-ref", str(pytester.path / "ref.jsonl")),
+        *("--trt-artifacts", str(pytester.path / "out")),
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"invariance: {NO_BATCH}", "invariance: pass*"])
+    extra = json.loads((pytester.path / "out" / "summary.json").read_text())
+    extra = extra["suites"]["invariance"]["extra"]
+    assert extra["not_run"] == [NO_BATCH]
+    assert extra["batch_sizes"] == [1] and extra["chunks"] == ["default#0"]
+    assert set(extra["worst"]) == {"repeat/a", "repeat/b"}
+
+
+def test_without_a_batch_dim_a_non_deterministic_engine_still_fails(tmp_path: Path) -> None:
+    engine = _open(_identity(tmp_path / "model.onnx", 1, 64))
+    contract = load_contract(_starter(tmp_path / "model.onnx"))
+
+    class Noisy(type(engine)):  # type: ignore[misc]
+        def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            self.calls = getattr(self, "calls", 0) + 1
+            return {k: v + np.float32(1e-3 * self.calls) for k, v in super()._infer(feeds).items()}
+
+    result = run_invariance(
+        Noisy(tmp_path / "model.onnx").load(), contract, _identity_records(4, 64)
+    )
+    assert result.verdict is Level.FAIL
+    assert {f.criterion for f in result.failures()} == {"repeat"}
+    assert result.payload.to_json()["not_run"] == [NO_BATCH]
+
+
+def test_a_batch_over_the_byte_budget_is_skipped_and_said_so(tmp_path: Path) -> None:
+    """3M float32 elements a tensor: a row is 36 MB of feed and outputs, so batch 8 (288 MB) is
+    over the 256 MiB budget and batch 4 (144 MB) is not; a correct engine passes the rest."""
+    elements = 3_000_000
+    model = _identity(tmp_path / "model.onnx", "B", elements)
+    raw = json.loads(_starter(model).read_text())
+    assert raw["inputs"][0]["shape"] == ["B", elements]
+    raw["invariance"] = {"batch_sizes": [2, 4, 8]}
+    from pytest_trtparity.contract.model import contract_from_json
+
+    result = run_invariance(_open(model), contract_from_json(raw), _identity_records(4, elements))
+    assert result.verdict is Level.PASS, [f.message for f in result.findings]
+    payload = result.payload.to_json()
+    assert payload["batch_sizes"] == [1, 2, 4]
+    assert payload["not_run"] == [
+        "batch 8: stacked feeds and outputs would hold 274.7 MiB, over the 256.0 MiB budget: skipped"
+    ]
+    assert payload["table"] == [f"invariance: {payload['not_run'][0]}"]
+
+
+def test_only_the_chunks_the_largest_batch_uses_are_read(tmp_path: Path) -> None:
+    """Batch 2 rotated by one uses chunks 0, 1 and 2: a fourth is never decoded or run."""
+    model = _identity(tmp_path / "model.onnx", "B", 16)
+    raw = json.loads(_starter(model).read_text())
+    raw["invariance"] = {"batch_sizes": [2]}
+    from pytest_trtparity.contract.model import contract_from_json
+
+    read: list[int] = []
+
+    def records() -> Iterator[Record]:
+        for r in _identity_records(6, 16):
+            read.append(r.chunk_index)
+            yield r
+
+    result = run_invariance(_open(model), contract_from_json(raw), records())
+    assert result.verdict is Level.PASS
+    assert read == [0, 1, 2]
+    assert result.payload.to_json()["chunks"] == ["default#0", "default#1", "default#2"]
+    assert "not_run" not in result.payload.to_json()
+
+
+def test_a_row_mixing_engine_fails_under_a_small_budget_too(
+    silero_onnx: Path, tmp_path: Path
+) -> None:
+    """The budget skips batches, it never hides a fault in the batches it keeps."""
+    engine = _open(_edit_state(silero_onnx, tmp_path / "mix.onnx", "mix"))
+    result = run_invariance(
+        engine, load_contract(SILERO_CONTRACT), _records(SILERO_REF), budget=3 * 4096
+    )
+    assert result.verdict is Level.FAIL
+    assert {f.criterion for f in result.failures()} == {"position"}
+    assert result.payload.to_json()["batch_sizes"] == [1, 2]
+    assert all(line.endswith("budget: skipped") for line in result.payload.to_json()["not_run"])

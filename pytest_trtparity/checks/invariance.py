@@ -15,6 +15,12 @@ Inputs and outputs are batched along the axis the contract names with `invarianc
 by default): Silero's state is [2, B, 128], so its rows are stacked on axis 1. Tensors without that
 axis (a scalar sample rate) are shared by every row.
 
+A contract whose inputs never name the batch dim (a starter contract with a fixed batch of 1) gets
+the repeat check alone, and the payload says why the batch checks did not run: sharing every
+tensor would make each "row" the first chunk, a false failure on a correct engine. A batch whose
+stacked feeds and outputs would hold more than `BATCH_BYTES` is skipped, and said so, rather than
+holding gigabytes for large tensors; only the chunks the largest batch run uses are kept.
+
 Tiers (max |difference| per output) come from the contract's `invariance` section; without one, the
 default is exact where the backend promises determinism (ONNX Runtime on the CPU: fixed kernels, no
 atomics, same result for the same shapes; measured batch-invariant on Silero too, docs/signoff.md)
@@ -38,10 +44,15 @@ from ..judge.payloads import InvariancePayload
 from ..judge.results import SuiteResult, chunk_label
 from ..judge.tiers import Finding, Level, judge
 from ..reference.reader import Record
+from ..util import fmt
 
 SUITE = "invariance"
 EXACT = Tier(fail=0.0)
 Arrays = dict[str, np.ndarray]
+#: What one batch's stacked feeds and outputs may hold: batch 8 of 26 MB tensors is over 600 MB.
+BATCH_BYTES = 256 << 20
+#: Elements compared at a time, so that the float64 copies a comparison makes stay small.
+COMPARE_BLOCK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,17 @@ def batch_axes(contract: Contract) -> dict[str, int]:
     }
 
 
+def no_batch_axis(contract: Contract) -> str | None:
+    """Why the batch checks cannot run (no input names the batch dim), or None when they can."""
+    dim = contract.invariance.batch_dim
+    if any(dim in t.shape for t in contract.inputs):
+        return None
+    return (
+        f"no input names the batch dimension {dim!r} (set invariance.batch_dim in the contract): "
+        "batch checks not run"
+    )
+
+
 def batch_sizes(contract: Contract) -> list[int]:
     """The contract's `invariance.batch_sizes`, else 1, 2 and each profile's opt and max batch."""
     if contract.invariance.batch_sizes:
@@ -106,17 +128,46 @@ def stack(feeds: Sequence[Arrays], axes: Mapping[str, int]) -> Arrays:
     }
 
 
+def batched_shapes(
+    feeds: Arrays, axes: Mapping[str, int], batch: int
+) -> dict[str, tuple[int, ...]]:
+    """The shapes `stack` would give `batch` copies of `feeds`, without stacking them."""
+    shapes = {}
+    for name, value in feeds.items():
+        shape = list(value.shape)
+        if name in axes:
+            shape[axes[name]] *= batch
+        shapes[name] = tuple(shape)
+    return shapes
+
+
+def batch_bytes(feeds: Arrays, outputs: Arrays, axes: Mapping[str, int], batch: int) -> int:
+    """Bytes a batch of `batch` rows holds: its stacked feeds and its outputs (one row each given)."""
+    return sum(
+        v.nbytes * (batch if k in axes else 1) for part in (feeds, outputs) for k, v in part.items()
+    )
+
+
 def row(out: Arrays, axes: Mapping[str, int], i: int) -> Arrays:
     return {k: np.take(v, [i], axis=axes[k]) if k in axes else v for k, v in out.items()}
 
 
 def max_diff(a: np.ndarray, b: np.ndarray) -> float:
-    """max |a - b| in float64; a shape change or a NaN where the other has none is infinite."""
+    """max |a - b| in float64; a shape change or a NaN where the other has none is infinite.
+    Compared `COMPARE_BLOCK` elements at a time: float64 copies of a 26 MB tensor are 104 MB."""
     if a.shape != b.shape:
         return math.inf
+    x, y = np.ravel(a), np.ravel(b)
+    worst = 0.0
+    for start in range(0, x.size, COMPARE_BLOCK):
+        worst = max(
+            worst, _block_diff(x[start : start + COMPARE_BLOCK], y[start : start + COMPARE_BLOCK])
+        )
+    return worst
+
+
+def _block_diff(a: np.ndarray, b: np.ndarray) -> float:
     x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if x.size == 0:
-        return 0.0
     same_nan = np.isnan(x) & np.isnan(y)
     with np.errstate(invalid="ignore"):
         d = np.where(same_nan | (x == y), 0.0, np.abs(x - y))
@@ -127,27 +178,51 @@ class _Runner:
     """Runs batches on one backend (one profile pinned, or none) and records comparisons."""
 
     def __init__(
-        self, backend: Backend, contract: Contract, chunks: Sequence[Arrays], profile: str
+        self,
+        backend: Backend,
+        contract: Contract,
+        chunks: Sequence[Arrays],
+        profile: str,
+        budget: int = BATCH_BYTES,
     ) -> None:
         self.backend, self.contract, self.chunks, self.profile = backend, contract, chunks, profile
+        self.budget = budget
         self.axes = batch_axes(contract)
         self.outputs = [o for o in contract.output_names]
         self.found: list[Comparison] = []
+        self.skipped: list[str] = []
+        self.used = 1  # chunks the checks ran
 
     def run(self, feeds: Arrays) -> Arrays:
         self.backend.reset_state()
         return self.backend.run(feeds)
 
     def admits(self, batch: int) -> bool:
-        feeds = stack([self.chunks[0]] * batch, self.axes)
+        shapes = batched_shapes(self.chunks[0], self.axes, batch)
         infos = {i.name: i for i in self.backend.inputs}
-        if not all(infos[k].admits(tuple(v.shape)) for k, v in feeds.items() if k in infos):
+        if not all(infos[k].admits(v) for k, v in shapes.items() if k in infos):
             return False
-        shapes = {k: tuple(v.shape) for k, v in feeds.items()}
         profiles = self.contract.profiles
         if self.profile in profiles:
             return profiles[self.profile].admits(shapes)
         return not profiles or any(p.admits(shapes) for p in profiles.values())
+
+    def plan(self, sizes: Sequence[int], first: Arrays) -> list[int]:
+        """The batch sizes to run: admitted, and within the byte budget (the others are noted)."""
+        planned = []
+        for batch in sizes:
+            if batch == 1 or not self.admits(batch):
+                continue
+            need = batch_bytes(self.chunks[0], first, self.axes, batch)
+            if need > self.budget:
+                where = f" under profile {self.profile!r}" if self.profile else ""
+                self.skipped.append(
+                    f"batch {batch}{where}: stacked feeds and outputs would hold "
+                    f"{fmt.nbytes(need)}, over the {fmt.nbytes(self.budget)} budget: skipped"
+                )
+                continue
+            planned.append(batch)
+        return planned
 
     def compare(self, criterion: str, got: Arrays, want: Arrays, batch: int, rows: str) -> None:
         for name in self.outputs:
@@ -156,39 +231,49 @@ class _Runner:
                 self.found.append(Comparison(criterion, name, batch, rows, self.profile, diff))
 
     def check(self, sizes: Sequence[int]) -> None:
-        alone = [self.run(f) for f in self.chunks]
+        """Each chunk alone (only those the largest planned batch uses), the repeat of the first
+        after the others, then every planned batch size."""
+        first = self.run(self.chunks[0])
+        planned = self.plan(sizes, first)
+        self.used = min(len(self.chunks), max(planned, default=0) + 1)
+        alone = [first] + [self.run(f) for f in self.chunks[1 : self.used]]
         self.compare("repeat", self.run(self.chunks[0]), alone[0], 1, "row 0 (run twice)")
-        n = len(self.chunks)
-        for batch in sizes:
-            if batch == 1 or not self.admits(batch):
-                continue
-            same = self.run(stack([self.chunks[0]] * batch, self.axes))
-            for i in range(1, batch):
-                self.compare(
-                    "identical rows",
-                    row(same, self.axes, i),
-                    row(same, self.axes, 0),
-                    batch,
-                    f"rows 0 and {i} (same chunk)",
-                )
-            self.compare(
-                "batch size",
-                row(same, self.axes, 0),
-                alone[0],
-                batch,
-                "row 0 against the chunk alone at batch 1",
-            )
+        for batch in planned:
+            self.copies(batch, alone[0])
             for shift in (0, 1):
-                order = [(i + shift) % n for i in range(batch)]
-                mixed = self.run(stack([self.chunks[k] for k in order], self.axes))
-                for i, k in enumerate(order):
-                    self.compare(
-                        "position",
-                        row(mixed, self.axes, i),
-                        alone[k],
-                        batch,
-                        f"row {i} (chunk {k}, neighbours {_neighbours(order, i)})",
-                    )
+                self.positions(batch, shift, alone)
+
+    def copies(self, batch: int, alone: Arrays) -> None:
+        """A batch of copies of the first chunk: equal rows, each equal to the chunk alone."""
+        same = self.run(stack([self.chunks[0]] * batch, self.axes))
+        for i in range(1, batch):
+            self.compare(
+                "identical rows",
+                row(same, self.axes, i),
+                row(same, self.axes, 0),
+                batch,
+                f"rows 0 and {i} (same chunk)",
+            )
+        self.compare(
+            "batch size",
+            row(same, self.axes, 0),
+            alone,
+            batch,
+            "row 0 against the chunk alone at batch 1",
+        )
+
+    def positions(self, batch: int, shift: int, alone: Sequence[Arrays]) -> None:
+        """Distinct chunks, rotated by `shift`: each row equal to its chunk alone."""
+        order = [(i + shift) % len(alone) for i in range(batch)]
+        mixed = self.run(stack([self.chunks[k] for k in order], self.axes))
+        for i, k in enumerate(order):
+            self.compare(
+                "position",
+                row(mixed, self.axes, i),
+                alone[k],
+                batch,
+                f"row {i} (chunk {k}, neighbours {_neighbours(order, i)})",
+            )
 
 
 def _neighbours(order: Sequence[int], i: int) -> str:
@@ -197,12 +282,11 @@ def _neighbours(order: Sequence[int], i: int) -> str:
 
 
 def _chunks(
-    contract: Contract, backend: Backend, records: Iterable[Record]
+    contract: Contract, backend: Backend, records: Iterable[Record], want: int
 ) -> tuple[list[Arrays], list[str]]:
-    """Up to `invariance.chunks` distinct chunks whose feeds share one shape (so that they stack):
-    the first shape to gather that many, else the most common one (a streaming encoder's first
-    chunk is longer than the rest)."""
-    want = contract.invariance.chunks
+    """Up to `want` distinct chunks whose feeds share one shape (so that they stack): the first
+    shape to gather that many, else the most common one (a streaming encoder's first chunk is
+    longer than the rest)."""
     groups: dict[tuple[Any, ...], tuple[list[Arrays], list[str]]] = {}
     for record in records:
         feeds = record_feeds(contract, record.inputs, backend.inputs, record.where)
@@ -227,22 +311,31 @@ def run_invariance(
     records: Iterable[Record],
     *,
     sizes: Sequence[int] | None = None,
+    budget: int = BATCH_BYTES,
 ) -> SuiteResult:
     """The invariance suite: every comparison as a series point, the worst per criterion and output
-    judged against `tiers`. A finding names the batch size, the rows and the profile."""
+    judged against `tiers`. A finding names the batch size, the rows and the profile; checks that
+    did not run (no batch axis, a batch over `budget` bytes) are listed in the payload."""
     result = SuiteResult(suite=SUITE)
+    no_axis = no_batch_axis(contract)
+    wanted = [] if no_axis else list(batch_sizes(contract) if sizes is None else sizes)
+    not_run = [no_axis] if no_axis else []
     try:
-        chunks, labels = _chunks(contract, backend, records)
+        want = min(contract.invariance.chunks, max(wanted, default=0) + 1)
+        chunks, labels = _chunks(contract, backend, records, max(want, 1))
         if not chunks:
             result.error = "no reference chunk to batch"
             return result
         found: list[Comparison] = []
+        used = 1
         for profile in profiles_of(backend):
             if profile and isinstance(backend, ProfileSelectable):
                 backend.pin_profile(profile)
-            runner = _Runner(backend, contract, chunks, profile)
-            runner.check(batch_sizes(contract) if sizes is None else sizes)
+            runner = _Runner(backend, contract, chunks, profile, budget)
+            runner.check(wanted)
             found += runner.found
+            not_run += runner.skipped
+            used = max(used, runner.used)
         if profiles_of(backend) != [""] and isinstance(backend, ProfileSelectable):
             backend.pin_profile(None)
     except TrtParityError as exc:
@@ -253,19 +346,33 @@ def run_invariance(
         result.series(c.output).add(_label(c), {"max_abs": c.diff})
         result.chunk_done(c.criterion)
     result.findings = judge_comparisons(found, limits, blocking=contract.invariance.blocking)
-    result.payload = InvariancePayload(
-        chunks=labels,
+    result.payload = _payload(found, labels[:used], limits, deterministic(backend), not_run)
+    result.finish()
+    return result
+
+
+def _payload(
+    found: Sequence[Comparison],
+    labels: Sequence[str],
+    limits: Mapping[str, Tier],
+    exact: bool,
+    not_run: Sequence[str],
+) -> InvariancePayload:
+    payload = InvariancePayload(
+        chunks=list(labels),
         batch_sizes=sorted({c.batch for c in found}),
         profiles=sorted({c.profile or "-" for c in found}),
-        deterministic_backend=deterministic(backend),
+        deterministic_backend=exact,
         tiers={k: v.to_json() for k, v in limits.items()},
         worst={
             f"{crit}/{out}": max(c.diff for c in found if (c.criterion, c.output) == (crit, out))
             for crit, out in sorted({(c.criterion, c.output) for c in found})
         },
     )
-    result.finish()
-    return result
+    if not_run:
+        payload.not_run = list(not_run)
+        payload.table = [f"invariance: {line}" for line in not_run]
+    return payload
 
 
 def _label(c: Comparison) -> str:
@@ -321,4 +428,6 @@ def summary_table(result: SuiteResult) -> list[str]:
     for key, value in worst.items():
         criterion, output = key.split("/", 1)
         lines.append(f"| {criterion} | {output} | {value:.3g} |")
+    if isinstance(payload, InvariancePayload) and payload.not_run:
+        lines += ["", *(f"Not run: {line}" for line in payload.not_run)]
     return lines

@@ -257,6 +257,14 @@ class InvariancePayload(Payload):
     deterministic_backend: bool
     tiers: dict[str, Any]
     worst: dict[str, float]
+    #: Checks that did not run and why (no batch axis, a batch over the byte budget); when set,
+    #: `table` says the same on the terminal.
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"not_run", "table"})
+    not_run: list[str] | None = None
+    table: list[str] | None = None
+
+    def printed_table(self) -> list[str]:
+        return list(self.table or [])
 
 
 @dataclass
