@@ -17,8 +17,11 @@ from pytest_trtparity.errors import ConfigError
 from pytest_trtparity.reference import ReferenceReader, ReferenceWriter
 from pytest_trtparity.sharding.matrix import PART_FILE, parse_shard, schema
 
-from .conftest import SILERO_CONTRACT, SILERO_REF
+from .conftest import REPO, SILERO_CONTRACT, SILERO_REF
 
+ENCODER_ONNX = REPO / "references" / "encoder_streaming" / "encoder_streaming_small.onnx"
+ENCODER_CONTRACT = REPO / "contracts" / "encoder_streaming_small.contract.json"
+ENCODER_REF = REPO / "references" / "encoder_streaming_small_300.jsonl"
 SUITES = "-k", "functional_parity or closed_loop"
 KEEP = (
     "verdict",
@@ -43,10 +46,17 @@ def _three_stream_reference(path: Path) -> Path:
     return path
 
 
-def _run(pytester: pytest.Pytester, engine: Path, ref: Path, out: str, *extra: str) -> Any:
+def _run(
+    pytester: pytest.Pytester,
+    engine: Path,
+    ref: Path,
+    out: str,
+    *extra: str,
+    contract: Path = SILERO_CONTRACT,
+) -> Any:
     return pytester.runpytest_subprocess(
         f"--trt-engine={engine}",
-        f"--trt-contract={SILERO_CONTRACT}",
+        f"--trt-contract={contract}",
         f"--trt-ref={ref}",
         f"--trt-artifacts={pytester.path / out}",
         "--trt-mode=both",
@@ -57,10 +67,12 @@ def _run(pytester: pytest.Pytester, engine: Path, ref: Path, out: str, *extra: s
     )
 
 
-def _shards(pytester: pytest.Pytester, engine: Path, ref: Path, n: int) -> list[Path]:
+def _shards(
+    pytester: pytest.Pytester, engine: Path, ref: Path, n: int, contract: Path = SILERO_CONTRACT
+) -> list[Path]:
     folders = []
     for k in range(1, n + 1):
-        _run(pytester, engine, ref, f"s{k}of{n}", f"--trt-shard={k}/{n}")
+        _run(pytester, engine, ref, f"s{k}of{n}", f"--trt-shard={k}/{n}", contract=contract)
         folders.append(pytester.path / f"s{k}of{n}")
     return folders
 
@@ -114,6 +126,27 @@ def test_merged_shards_equal_one_unsharded_run(
     assert 'name="functional"' in junit and "<failure" not in junit
     assert (pytester.path / "merged" / "report.md").is_file()
     assert "TensorRT parity gate: ✅ PASS" in (pytester.path / "job-summary.md").read_text()
+
+
+def test_the_streaming_encoder_closed_loop_merged_equals_one_run(
+    pytester: pytest.Pytester, gate_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The committed encoder reference is one 300-chunk stream: split into three streams of 100
+    consecutive chunks (each starts from the PyTorch caches at its first chunk), three loops."""
+    ref = gate_dir / "encoder3.jsonl"
+    source = list(ReferenceReader(ENCODER_REF))
+    with ReferenceWriter(ref, metadata={"model": "encoder_streaming_small"}) as w:
+        for i, r in enumerate(source):
+            w.write(inputs=r.inputs, outputs=r.outputs, stream=f"utt{i // 100}")
+    one = _run(pytester, ENCODER_ONNX, ref, "one", contract=ENCODER_CONTRACT)
+    folders = _shards(pytester, ENCODER_ONNX, ref, 2, contract=ENCODER_CONTRACT)
+    code, text = _merge(folders, pytester.path / "merged", capsys)
+    single, merged = _summary(pytester.path / "one"), _summary(pytester.path / "merged")
+    assert code == (1 if single["verdict"] == "fail" else 0), text + one.stdout.str()[-1500:]
+    assert merged["verdict"] == single["verdict"]
+    assert _suites(merged) == _suites(single)
+    assert merged["suites"]["closed_loop"]["streams"] == ["utt0", "utt1", "utt2"]
+    assert merged["suites"]["closed_loop"]["chunks_run"] == 300
 
 
 def test_a_failing_engine_merged_fails(
