@@ -163,7 +163,10 @@ def test_memory_limits_are_judged(silero_onnx: Path) -> None:
         "peak device memory was not measured (none: the engine runs on the CPU), "
         "so its limit 953.7 MiB is unchecked"
     )
-    assert result.payload.to_json()["engine_bytes"] == size and result.payload.to_json()["peak_device_bytes"] is None
+    assert (
+        result.payload.to_json()["engine_bytes"] == size
+        and result.payload.to_json()["peak_device_bytes"] is None
+    )
 
 
 def test_gate_runs_throughput_and_memory_and_fails_a_memory_limit(
