@@ -52,6 +52,9 @@ class GateSession:
     writes: bool = True
     #: A gate option was given (or `trtparity gate` ran): the run owes a verdict even with no test.
     requested: bool = False
+    #: The explained outputs (`--trt-explain`), summary.json's `diagnosis` entries; made once the
+    #: verdict is known, at the end of the run.
+    diagnosis: list[dict[str, Any]] = field(default_factory=list)
     #: Plots drawn this run, by content fingerprint: a picture is drawn once, whether pytest-html
     #: asked for it first or the final artifacts did.
     _drawn: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
@@ -191,6 +194,7 @@ class GateSession:
             started=self.started,
             status=status,
             not_run={} if running else self.not_run(),
+            diagnosis=() if running or bare else self.diagnosis,
         )
 
     def enforce_shard(self, result: SuiteResult, selection: Selection) -> None:
@@ -376,6 +380,7 @@ class GateSession:
 
     def _write_set(self) -> Path:
         from .artifacts import plots, report
+        from .artifacts.diagnose import without_plots
         from .artifacts.model import RunView
         from .artifacts.summary import dumps
         from .util.atomic import write_text
@@ -383,18 +388,23 @@ class GateSession:
         folder = self.settings.artifacts
         self._load_contract_for_artifacts()
         artifacts = self._artifacts_entry()
+        self._against_previous(artifacts)
+        self._explain()  # the verdict is known: explaining it never changes it
         summary = self.build_summary(artifacts)
         try:
-            drawings = plots.draw(RunView.from_summary(summary), self.errors, self._drawn)
+            view = RunView.from_summary(summary)
+            drawings = plots.draw(view, self.errors, self._drawn)
+            explained = plots.draw_diagnoses(view)
         except TrtParityError:
             raise
         except Exception as exc:  # a plotting bug must not cost the summary and the report
             message = f"{folder / plots.PLOTS_DIR}: plots not written: {type(exc).__name__}: {exc}"
             artifacts["errors"].append(message)
             self.errors.append(message)
-            drawings = {}
+            drawings, explained = {}, {}
+            self.diagnosis = without_plots(self.diagnosis)
             summary = self.build_summary(artifacts)
-        summary["artifacts"]["plots"] = plots.write_plots(folder, drawings)
+        summary["artifacts"]["plots"] = plots.write_plots(folder, drawings, explained)
         text = dumps(summary)
         view = RunView.from_summary(summary)
         write_text(folder / "report.md", report.render(view, summary["artifacts"]["plots"]))
@@ -402,6 +412,41 @@ class GateSession:
         self.summary = summary
         self._job_summary(view)
         return self.summary_path
+
+    def _against_previous(self, artifacts: dict[str, Any]) -> None:
+        """`--trt-previous`: this run's summary against the earlier run's, recorded as the
+        regression suite so it counts in the verdict. A previous run that cannot be used fails that
+        suite with the one sentence saying why (file and field)."""
+        from .signoff.regression import SUITE, regression_check
+
+        previous = self.settings.previous
+        deferred = self.settings.deferred.get("previous")
+        if self.contract is None or (previous is None and deferred is None):
+            return
+        try:
+            if previous is None:
+                raise ConfigError(str(deferred))
+            result = regression_check(self.build_summary(artifacts), previous, self.contract).result
+        except TrtParityError as exc:
+            result = SuiteResult(suite=SUITE, error=str(exc))
+        except Exception as exc:  # a bug must fail the check, not cost the verdict
+            detail = str(exc).splitlines()[0][:300] if str(exc) else ""
+            result = SuiteResult(
+                suite=SUITE,
+                error=f"{previous}: the previous run could not be compared with this one "
+                f"({type(exc).__name__}: {detail})",
+            )
+        self.record(result)
+
+    def _explain(self) -> None:
+        """`--trt-explain`: localize each failing output (on the controller, at the end)."""
+        from .artifacts.diagnose import diagnose
+
+        if self.contract is None or self.settings.engine is None:
+            return
+        self.diagnosis = diagnose(
+            self.settings, self.contract, self.results, strict=self.settings.strict
+        )
 
     def _write_fallback(self) -> Path:
         """A failing summary without the contract's criteria and, if even they cannot be written,

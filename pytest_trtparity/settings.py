@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .contract.model import Contract
 
 MODES = ("auto", "functional", "closed_loop", "both")
+EXPLAIN_MODES = ("auto", "off", "always")
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,28 @@ OPTIONS: tuple[OptionSpec, ...] = (
         metavar="X.Y[,X.Y]",
     ),
     OptionSpec(
+        "trt_explain",
+        "Localize failures at the end of the run: auto (each failing output of the functional "
+        "and closed-loop checks), always (also the worst chunk of passing outputs), or off.",
+        "choice",
+        EXPLAIN_MODES,
+        default="auto",
+    ),
+    OptionSpec(
+        "trt_explain_budget",
+        "Seconds of localization and probes per explained output (default 5).",
+        "str",
+        default="5",
+        metavar="SECONDS",
+    ),
+    OptionSpec(
+        "trt_previous",
+        "An earlier run's artifacts folder or its summary.json: this run's errors and latency are "
+        "judged against it (the contract's regression tiers).",
+        "path",
+        metavar="DIR",
+    ),
+    OptionSpec(
         "trt_latency_timing",
         "What the latency suite times: host (each step with its transfers, as an "
         "application sees it) or device (compute alone on device-resident inputs; a CUDA graph "
@@ -196,6 +219,9 @@ class GateSettings:
     latency_timing: str = "host"
     compute_capability: tuple[str, ...] = ()
     tf32: bool = False
+    explain: str = "auto"
+    explain_budget: float = 5.0
+    previous: Path | None = None
     #: paths that could not be resolved (a `pkg:` whose package is absent), raised only when the gate
     #: needs them: a repository's ini defaults must not break its unrelated test runs, and a gate run
     #: must still leave its verdict (fail) and summary.json.
@@ -308,4 +334,18 @@ def resolve_settings(
             cc.strip() for cc in (values["trt_compute_capability"] or "").split(",") if cc.strip()
         ),
         tf32=bool(values["trt_tf32"]),
+        explain=values["trt_explain"],
+        explain_budget=parse_budget(values["trt_explain_budget"]),
+        previous=values["trt_previous"],
     )
+
+
+def parse_budget(text: str | None) -> float:
+    """--trt-explain-budget: seconds, a positive number."""
+    try:
+        value = float(text or 5)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"--trt-explain-budget {text!r}: expected a positive number of seconds")
+    return value

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..explain.diagnosis import Diagnosis
 from ..util.jsonfloat import decode_number
 
 Json = Mapping[str, Any]
@@ -149,6 +150,33 @@ class OutputLimits:
 
 
 @dataclass(frozen=True)
+class DiagnosisEntry:
+    """One explained output (summary.json `diagnosis`): the diagnosis made, or why none was, and
+    the per-layer plot's path under the artifacts folder."""
+
+    suite: str
+    output: str
+    chunk: str
+    made: Diagnosis | None
+    why: str = ""
+    plot: str | None = None
+    failing: bool = True
+
+    @classmethod
+    def from_json(cls, raw: Json) -> DiagnosisEntry:
+        made = Diagnosis.from_json(raw) if "format" in raw else None
+        return cls(
+            suite=str(raw.get("suite", "")),
+            output=str(raw.get("output", "")),
+            chunk=str(raw.get("chunk", "")),
+            made=made,
+            why=str(raw.get("why", "")),
+            plot=str(raw["plot"]) if raw.get("plot") else None,
+            failing=bool(raw.get("failing", True)),
+        )
+
+
+@dataclass(frozen=True)
 class RunView:
     """One run as every renderer reads it; `raw` is the summary it was built from."""
 
@@ -165,6 +193,7 @@ class RunView:
     comparison: Mapping[str, Json]
     criteria: Json
     artifacts: Json
+    diagnosis: tuple[DiagnosisEntry, ...] = ()
 
     @classmethod
     def from_summary(cls, summary: Json) -> RunView:
@@ -185,6 +214,9 @@ class RunView:
             comparison={k: _map(v) for k, v in _map(summary.get("comparison")).items()},
             criteria=_map(summary.get("criteria")),
             artifacts=_map(summary.get("artifacts")),
+            diagnosis=tuple(
+                DiagnosisEntry.from_json(_map(d)) for d in summary.get("diagnosis", None) or []
+            ),
         )
 
     def suite(self, name: str) -> SuiteView | None:

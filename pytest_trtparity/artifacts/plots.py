@@ -34,6 +34,10 @@ from .model import OutputLimits, RunView, SuiteView
 
 PLOTS_DIR = "plots"
 PREFIX = "stability-"
+#: The per-layer plots of diagnoses (artifacts/diagnose.py names them).
+EXPLAIN_PREFIX = "explain-"
+#: Every plot a run writes starts with one of these: what an earlier run left is removed by them.
+PREFIXES = (PREFIX, EXPLAIN_PREFIX)
 COLORS = {"functional": "#6b6b6b", "closed_loop": "#1f5fa8"}
 NAMES = {"functional": "functional", "closed_loop": "closed loop"}
 WARN_COLOR = "#e08a00"
@@ -466,17 +470,31 @@ def _fingerprint(data: PlotData) -> str:
     return digest.hexdigest()
 
 
-def write_plots(folder: Path, drawings: Mapping[str, Drawing]) -> dict[str, str]:
-    """Write the drawings under `folder/plots`; returns output -> path relative to folder.
+def draw_diagnoses(run: RunView) -> dict[str, bytes]:
+    """The per-layer plot of each diagnosis that names one (path relative to the folder -> PNG)."""
+    from ..explain.plot import plot_layers
+
+    return {d.plot: plot_layers(d.made) for d in run.diagnosis if d.made is not None and d.plot}
+
+
+def write_plots(
+    folder: Path, drawings: Mapping[str, Drawing], explained: Mapping[str, bytes] | None = None
+) -> dict[str, str]:
+    """Write the drawings (and the diagnoses' plots, `explained`: path -> PNG) under
+    `folder/plots`; returns output -> path relative to folder, for the stability plots.
 
     Plots a previous run left for outputs this run did not draw are removed, so the folder never
     shows a stale picture next to a new summary.
     """
     target = folder / PLOTS_DIR
+    explained = explained or {}
     for drawing in drawings.values():
         write_bytes(folder / drawing.path, drawing.png)
-    keep = {Path(d.path).name for d in drawings.values()}
-    for old in target.glob(f"{PREFIX}*.png"):
-        if old.name not in keep:
-            old.unlink(missing_ok=True)
+    for path, png in explained.items():
+        write_bytes(folder / path, png)
+    keep = {Path(d.path).name for d in drawings.values()} | {Path(p).name for p in explained}
+    for prefix in PREFIXES:
+        for old in target.glob(f"{prefix}*.png"):
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
     return {output: d.path for output, d in drawings.items()}

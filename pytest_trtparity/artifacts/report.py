@@ -386,6 +386,39 @@ def render_in_progress(run: RunView) -> str:
     )
 
 
+def previous_release(run: RunView) -> list[str]:
+    """`--trt-previous`: the regression check's table and the engine identity changes, as the
+    check wrote them (its own heading included); why it could not compare, when it could not."""
+    suite = run.suite("regression")
+    if suite is None:
+        return []
+    table = [str(line) for line in suite.extra.get("table", []) or []]
+    if table:
+        return ["", *table]
+    return ["", "## Against the previous release", "", f"Not compared: {suite.error or '?'}"]
+
+
+def diagnosis_section(run: RunView, *, images: bool = True) -> list[str]:
+    """Each explained output: the first diverging tensor, the chain, the probes and the per-layer
+    plot; or the one sentence saying why it was not localized."""
+    from ..explain.render import render_markdown
+
+    if not run.diagnosis:
+        return []
+    lines = ["", "## Diagnosis", ""]
+    for entry in run.diagnosis:
+        if entry.made is None:
+            lines += [
+                f"### Diagnosis: {entry.suite} output `{entry.output}`, chunk {entry.chunk}",
+                "",
+                entry.why,
+                "",
+            ]
+            continue
+        lines += [render_markdown(entry.made, entry.plot if images else None)]
+    return lines
+
+
 def verdict_mark(verdict: str) -> str:
     return {"pass": MARK[PASS], "warn": MARK[WARN]}.get(verdict, MARK[FAIL])
 
@@ -407,6 +440,8 @@ def render(run: RunView, plots: Mapping[str, str] | None = None, *, images: bool
         lines += ["", "## Stability plots", ""]
         for output, path in plots.items():
             lines += [f"### `{output}`", "", f"[![{output} error per chunk]({path})]({path})", ""]
+    lines += previous_release(run)
+    lines += diagnosis_section(run, images=images)
     lines += ["", "## Findings", "", *findings_list(run)]
     lines += ["", "## Environment", "", *environment_lines(run)]
     return "\n".join(lines).rstrip() + "\n"

@@ -21,7 +21,7 @@ import secrets
 from pathlib import Path
 
 from ..util.atomic import write_text
-from .plots import PLOTS_DIR, PREFIX
+from .plots import PLOTS_DIR, PREFIXES
 
 SUMMARY = "summary.json"
 REPORT = "report.md"
@@ -30,7 +30,7 @@ LEFTOVERS = (
     f".{SUMMARY}.*.tmp",
     f".{REPORT}.*.tmp",
     ".trtparity-probe.*",
-    f"{PLOTS_DIR}/.{PREFIX}*.tmp",
+    *(f"{PLOTS_DIR}/.{prefix}*.tmp" for prefix in PREFIXES),
 )
 
 
@@ -56,8 +56,9 @@ def remove_leftovers(folder: Path) -> list[Path]:
 
 
 def remove_plots(folder: Path) -> list[Path]:
-    """Every stability plot: a run that stops before drawing must not leave an earlier run's."""
-    return _remove(sorted((folder / PLOTS_DIR).glob(f"{PREFIX}*.png")))
+    """Every plot (stability, diagnosis): a run that stops before drawing must not leave an
+    earlier run's."""
+    return _remove(sorted(p for x in PREFIXES for p in (folder / PLOTS_DIR).glob(f"{x}*.png")))
 
 
 def mark_in_progress(folder: Path, summary_text: str, report_text: str) -> None:

@@ -168,9 +168,11 @@ def build_summary(
     started: str | None = None,
     status: str = COMPLETE,
     not_run: Mapping[str, str] | None = None,
+    diagnosis: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The summary of a finished run (`status` complete), or, with `status` in_progress, the one a
-    run writes at its start: verdict `running`, no errors yet."""
+    run writes at its start: verdict `running`, no errors yet. `diagnosis` (the explained outputs)
+    is written only when there is one, so a run with nothing to explain reads as before."""
     running = status == IN_PROGRESS
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     if not running and not results:
@@ -197,6 +199,8 @@ def build_summary(
             "artifacts": dict(artifacts or {}),
         }
     )
+    if diagnosis and not running:
+        summary["diagnosis"] = [dict(d) for d in diagnosis]
     return summary
 
 

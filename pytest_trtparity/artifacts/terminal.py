@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..util import fmt
-from .model import RunView, SuiteView
+from .model import DiagnosisEntry, RunView, SuiteView
 
 #: Findings printed per suite before the rest are only counted.
 MAX_FINDINGS = 5
@@ -94,11 +94,21 @@ def comparison_lines(comparison: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def diagnosis_line(entry: DiagnosisEntry) -> str:
+    """One line per explained output: where it first diverged, or why it was not localized."""
+    from ..explain.render import render_line
+
+    if entry.made is not None:
+        return render_line(entry.made)
+    return f"explain {entry.suite} {entry.output!r} on chunk {entry.chunk}: {entry.why}"
+
+
 def summary_lines(run: RunView, path: str | None) -> list[str]:
     lines: list[str] = []
     for body in run.suites.values():
         lines += suite_lines(body)
     lines += comparison_lines(run.comparison)
+    lines += [diagnosis_line(d) for d in run.diagnosis]
     if run.not_run:
         lines.append("not run: " + "; ".join(f"{k}: {v}" for k, v in run.not_run.items()))
     for err in run.errors:

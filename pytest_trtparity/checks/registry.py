@@ -72,6 +72,8 @@ class Entry:
     when the contract declares state pairs. `needs`: the setting without which it skips itself and
     the sentence saying so. `listed`: whether the report names it among suites that did not run.
     `faults`: builds its runner for the fault catalogue, or None where it cannot run there.
+    `at_end`: judged by the session from the run's own summary once every suite has reported (no
+    suite file, no test item).
     """
 
     name: str
@@ -82,6 +84,7 @@ class Entry:
     listed: bool = True
     sharding: Sharding | None = None
     faults: Callable[[Contract, FaultOptions], SuiteRunner | None] | None = None
+    at_end: bool = False
 
     @property
     def marker(self) -> str:
@@ -184,6 +187,12 @@ CHECKS: tuple[Entry, ...] = (
     ),
     Entry("build", "build check", listed=False),
     Entry("invariance", "invariance"),
+    Entry(
+        "regression",
+        "against the previous release",
+        needs=("previous", "no --trt-previous given (an earlier run's artifacts or summary.json)"),
+        at_end=True,
+    ),
 )
 
 _BY_NAME = {c.name: c for c in CHECKS}
