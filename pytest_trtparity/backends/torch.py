@@ -523,7 +523,7 @@ class TorchBackend(Backend):
 
 
 class TorchDeviceStep:
-    """See `TorchBackend.device_step`; satisfies `timing.DeviceStep`."""
+    """See `TorchBackend.device_step`; satisfies `base.DeviceStep`."""
 
     def __init__(
         self,

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..backends.base import Backend, DeviceTimed, StepTiming
+from ..backends.base import Backend, DeviceStep, DeviceTimed, StepTiming
 from ..contract.bindings import record_feeds
 from ..contract.model import Contract, LatencySpec, Tier
 from ..errors import BackendError, TrtParityError
@@ -39,7 +39,6 @@ from .timing import (
     MIN_WINDOW_SAMPLES,
     STABILITY_PCT,
     STABILITY_WINDOWS,
-    DeviceStep,
     LatencyStats,
     WindowStability,
     cv_pct,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
@@ -182,22 +182,6 @@ def split_stats(timings: Sequence[StepTiming]) -> SplitStats | None:
         host_ms=float(np.median(host)),
         device_over_host=float(sums.sum()) / total_host if total_host > 0 else math.nan,
     )
-
-
-@runtime_checkable
-class DeviceStep(Protocol):
-    """One engine step on inputs already resident on the device, for timing compute alone.
-
-    Calling it runs the step (a CUDA graph replay when `graphs` is True), waits for the device and
-    returns the CUDA-event time of the step in milliseconds. Carried state is fed back on the device.
-    """
-
-    graphs: bool
-    note: str
-
-    def __call__(self) -> float: ...
-
-    def close(self) -> None: ...
 
 
 #: Milliseconds and sizes as every check prints them (one implementation: `util.fmt`).
