@@ -467,6 +467,7 @@ def test_report_names_the_suites_that_did_not_run_and_why(tmp_path: Path) -> Non
         "memory": "not run: not collected, or deselected (-k, -m)",
         "baseline": "no --trt-baseline given (a PyTorch or ONNX model to compare with)",
         "invariance": "not run: not collected, or deselected (-k, -m)",
+        "regression": "no --trt-previous given (an earlier run's artifacts or summary.json)",
     }
     page = report.render(RunView.from_summary(summary))
     assert "## Suites that did not run" in page
