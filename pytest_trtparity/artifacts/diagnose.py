@@ -30,10 +30,10 @@ if TYPE_CHECKING:
 
 #: Where the per-layer plots go, under the artifacts' plots folder.
 PLOT_PREFIX = "explain-"
-#: Said when an .onnx engine is its own source model: its layers can only agree with themselves.
+#: Said when an .onnx engine has no other source model: its layers can only agree with themselves.
 SELF_SOURCE = (
-    "the source model is the engine itself (no --trt-onnx given): its layers cannot diverge from "
-    "themselves; pass --trt-onnx with the model it was exported or converted from"
+    "no --trt-onnx given, and an ONNX engine compared with itself cannot diverge: pass --trt-onnx "
+    "with the model it was exported or converted from"
 )
 #: Engine suffixes TensorRT runs; their build report names the ONNX they were built from.
 TRT_SUFFIXES = (".plan", ".engine", ".trt")
@@ -122,7 +122,8 @@ def _metric(contract: Contract, output: str, suite: str) -> str:
 
 def source_onnx(settings: GateSettings) -> tuple[Path | None, str]:
     """The ONNX the engine came from, or None and the sentence saying why there is none:
-    `--trt-onnx`; a TensorRT engine's build report; an .onnx engine itself."""
+    `--trt-onnx`, or a TensorRT engine's build report. An .onnx engine is not its own source: its
+    layers can only agree with themselves, so explaining it that way would name nothing."""
     if settings.onnx is not None:
         return settings.onnx, ""
     engine = settings.engine
@@ -130,7 +131,7 @@ def source_onnx(settings: GateSettings) -> tuple[Path | None, str]:
         return None, "no engine was given"
     suffix = engine.suffix.lower()
     if suffix == ".onnx":
-        return engine, ""
+        return None, SELF_SOURCE
     if suffix in TRT_SUFFIXES or (settings.backend or "").startswith("tensorrt"):
         return _from_build_report(engine)
     return None, (
@@ -218,8 +219,6 @@ def _explain_one(
         return unmade(target, "no diagnosis: the replayed chunk is under its fail tier")
     entry = found[0].to_json()
     entry["failing"] = target.failing
-    if settings.engine is not None and source.resolve() == settings.engine.resolve():
-        entry["notes"].append(SELF_SOURCE)
     return entry
 
 
