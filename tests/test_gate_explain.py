@@ -81,6 +81,9 @@ def test_half_precision_silero_is_localized_to_the_first_conv(
     assert any(x.startswith(line) for x in result.outlines), result.stdout.str()[-3000:]
     plot = out / entry["plot"]
     assert plot.read_bytes().startswith(PNG) and f"]({entry['plot']})" in report
+    drawn = len(list((out / "plots").glob("*.png")))
+    assert drawn == 6  # two stability plots and four per-layer plots, all counted
+    assert any(f"report.md, {drawn} plot(s))" in x for x in result.outlines)
 
     # explaining did not change the verdict: the same run with --trt-explain off judges the same
     result_off, off, out_off = _gate(

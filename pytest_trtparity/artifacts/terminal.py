@@ -115,9 +115,9 @@ def summary_lines(run: RunView, path: str | None) -> list[str]:
         lines.append(f"ERROR: {err}")
     artifacts = run.artifacts
     if artifacts.get("folder"):
-        plots = artifacts.get("plots", {})
+        drawn = len(artifacts.get("plots", {})) + sum(1 for d in run.diagnosis if d.plot)
         lines.append(
-            f"artifacts: {artifacts['folder']} (summary.json, report.md, {len(plots)} plot(s)), "
+            f"artifacts: {artifacts['folder']} (summary.json, report.md, {drawn} plot(s)), "
             f"run {run.run_id}"
         )
     lines.append(f"verdict: {run.verdict.upper()}" + (f"  ({path})" if path else ""))
