@@ -51,7 +51,9 @@ def test_silero_fp32_passes_300_chunks_of_closed_loop(silero: Contract, silero_o
         assert stats["chunks"] == 300
         assert not stats["trend"]["significant"]  # the real loop is not flagged by noise
         assert stats["trend"]["growth"] < 0.05
-    assert result.payload.to_json()["state"] == [{"output": "stateN", "input": "state", "initial": "reference"}]
+    assert result.payload.to_json()["state"] == [
+        {"output": "stateN", "input": "state", "initial": "reference"}
+    ]
 
 
 def test_state_drift_passes_functional_and_fails_closed_loop(
@@ -207,7 +209,9 @@ def test_streams_are_separate_loops_even_when_interleaved() -> None:
     result = run_closed_loop(spy, contract, toy_records(streams, ["a", "a", "b", "a", "b", "b"]))
     assert spy.seen == [0.0, 1.0, 0.0, 2.0, 10.0, 20.0]
     assert result.streams == ["a", "b"] and result.verdict is Level.PASS
-    assert set(result.payload.to_json()["drift"]) == set()  # toy contract has no closed_loop criteria
+    assert (
+        set(result.payload.to_json()["drift"]) == set()
+    )  # toy contract has no closed_loop criteria
 
 
 def test_a_contract_without_state_pairs_warns_that_nothing_was_carried() -> None:

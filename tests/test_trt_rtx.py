@@ -194,7 +194,9 @@ def test_build_check_passes_fails_on_budget_and_on_builder_failure(
 ) -> None:
     good = build_suite(ifless, load_contract(SILERO_CONTRACT), RTX89, cache_dir=tmp_path)
     assert good.verdict.word == "pass" and good.complete and good.findings == []
-    assert good.payload.to_json()["engine"]["bytes"] > 1_000_000 and good.payload.to_json()["targets"] == ["8.9"]
+    assert good.payload.to_json()["engine"]["bytes"] > 1_000_000 and good.payload.to_json()[
+        "targets"
+    ] == ["8.9"]
 
     def tight(raw: dict[str, Any]) -> None:
         raw["memory"] = {"engine_bytes": {"warn": 500_000, "fail": 1_000_000}}
