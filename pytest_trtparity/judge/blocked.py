@@ -36,6 +36,9 @@ BLOCK = 1 << 14
 #: cosine sums: n * (2**480)**2 cannot overflow for n < 2**60, and a product that underflows is
 #: below 2**-1000 of the largest one.
 SAFE_EXP = 480
+#: Elements per block of the max-only pass (512 KiB of float32): a handful of numpy calls a block,
+#: so larger blocks than the exact pass's keep its per-call cost small against a 1 ms engine step.
+MAX_BLOCK = 1 << 17
 #: Elements per BLAS dot call (see `_dot`).
 DOT_PART = 1 << 13
 _EXACT_METRICS = frozenset(
@@ -57,61 +60,73 @@ def metrics(r: np.ndarray, g: np.ndarray, wanted: frozenset[str]) -> Metrics | N
 
 
 def _max_pass(r: np.ndarray, g: np.ndarray) -> Metrics | None:
-    """max |g - r| and its first index, reading each side once in its own precision."""
+    """max |g - r| and its first index, reading each side once in its own precision.
+
+    In float32 the worst element is among those within one float32 step of the block's maximum;
+    they are picked out of the block's differences while still in cache (never recomputed), so the
+    tensor is read once however many blocks hold a near-tie.
+    """
     work = np.result_type(r.dtype, g.dtype, np.float32)
     n = r.size
-    buf = np.empty(min(BLOCK, n), dtype=work)
-    maxima: list[float] = []
-    best, first = -1.0, 0
-    for start in range(0, n, BLOCK):
-        d = _absdiff(r, g, start, buf, work)
-        i = int(d.argmax())  # NaN, if any, is where argmax stops
-        m = float(d[i])
+    buf = np.empty(min(MAX_BLOCK, n), dtype=work)
+    exact = work != np.float64
+    best, first, top = -1.0, 0, -1.0  # top: the largest `work` difference so far
+    for start in range(0, n, MAX_BLOCK):
+        stop = min(start + MAX_BLOCK, n)
+        d = buf[: stop - start]
+        np.subtract(g[start:stop], r[start:stop], out=d, dtype=work)
+        np.abs(d, out=d)
+        if not exact:
+            i = int(d.argmax())  # NaN, if any, is where argmax stops
+            m = float(d[i])
+            if not math.isfinite(m):
+                return None
+            if m > best:
+                best, first = m, start + i
+            continue
+        m = float(d.max())  # NaN propagates
         if not math.isfinite(m):
             return None
-        if m > best:
-            best, first = m, start + i
-        maxima.append(m)
-    if work != np.float64 and best > 0.0:
-        best, first = _exact_max(r, g, maxima, buf, work)
+        if m == 0.0:  # every element equal (float32 differences round to 0 only then)
+            if best < 0.0:
+                best, first = 0.0, start
+            continue
+        top = max(top, m)
+        threshold = float(np.nextafter(work.type(top), work.type(0)))
+        if m >= threshold:
+            best, first = _near_ties(r, g, d, start, threshold, (best, first))
     return Metrics({"max_abs": best}, first)
 
 
-def _absdiff(
-    r: np.ndarray, g: np.ndarray, start: int, buf: np.ndarray, work: np.dtype[np.floating]
-) -> np.ndarray:
-    stop = min(start + BLOCK, r.size)
-    d = buf[: stop - start]
-    np.subtract(g[start:stop], r[start:stop], out=d, dtype=work)
-    np.abs(d, out=d)
-    return d
-
-
-def _exact_max(
+def _near_ties(
     r: np.ndarray,
     g: np.ndarray,
-    maxima: list[float],
-    buf: np.ndarray,
-    work: np.dtype[np.floating],
+    d: np.ndarray,
+    start: int,
+    threshold: float,
+    so_far: tuple[float, int],
 ) -> tuple[float, int]:
-    """The float64 maximum among elements within one `work` step of the `work` maximum.
+    """The float64 maximum (and its first index) among this block's elements whose `work`
+    difference is at least `threshold`, merged with `so_far` (the earlier blocks').
 
     An element whose float64 difference ties the true maximum may round to one step below it in
     float32 (a float32 rounding boundary between two values that round to one float64), so the
-    threshold is one step below, not the maximum itself.
+    threshold is one step below the running maximum, not the maximum itself. A block taken with a
+    lower threshold than the final one only adds elements that cannot beat the true maximum. The
+    candidates are gathered at most `BLOCK` at a time, so a block of ties stays small in memory.
     """
-    threshold = float(np.nextafter(work.type(max(maxima)), work.type(0)))
-    best, first = -1.0, 0
-    for block, m in enumerate(maxima):
-        if m < threshold:
+    best, first = so_far
+    near = d >= threshold
+    step = d.size if np.count_nonzero(near) <= BLOCK else BLOCK
+    for lo in range(0, d.size, step):
+        spots = np.flatnonzero(near[lo : lo + step])
+        if spots.size == 0:
             continue
-        start = block * BLOCK
-        d = _absdiff(r, g, start, buf, work)
-        spots = np.flatnonzero(d >= threshold) + start
-        exact = np.abs(g[spots].astype(np.float64) - r[spots].astype(np.float64))
-        j = int(exact.argmax())
-        if float(exact[j]) > best:
-            best, first = float(exact[j]), int(spots[j])
+        spots += start + lo
+        diff = np.abs(g[spots].astype(np.float64) - r[spots].astype(np.float64))
+        j = int(diff.argmax())
+        if float(diff[j]) > best:
+            best, first = float(diff[j]), int(spots[j])
     return best, first
 
 
