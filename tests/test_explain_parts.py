@@ -14,7 +14,7 @@ import pytest
 
 from pytest_trtparity.cli import build_parser
 from pytest_trtparity.commands import explain as explain_cmd
-from pytest_trtparity.errors import ConfigError
+from pytest_trtparity.errors import ConfigError, EngineLoadError
 from pytest_trtparity.explain.diagnosis import Diagnosis, FirstDivergence, LayerError, Probe
 from pytest_trtparity.explain.intermediates import TensorNode
 from pytest_trtparity.explain.localize import chain, first_divergence, layer_errors, tensor_error
@@ -214,8 +214,8 @@ def test_command_closed_loop_on_a_clean_engine_has_nothing_to_explain(
 
 def test_command_rejects_engines_it_cannot_open(tmp_path: Path) -> None:
     args = _args(tmp_path, str(tmp_path / "e.plan"))
-    with pytest.raises(ConfigError, match="runs ONNX Runtime engines"):
-        args.func(args)
+    with pytest.raises(EngineLoadError, match="localized through its build report"):
+        args.func(args)  # a TensorRT plan without its build report: no source, no build options
     args = _args(tmp_path, str(silero()), "9999")
     with pytest.raises(ConfigError, match="no chunk default#9999"):
         args.func(args)

@@ -1,7 +1,7 @@
 """The entry point the gate and `trtparity explain` call: explain the failing outputs of one chunk.
 
 `explain_failure(engine, source_onnx, contract, records)` opens the engine (ONNX Runtime or
-PyTorch), replays the chunk (functional: the last record's inputs and state; closed loop: the
+PyTorch; a TensorRT plan is rebuilt as a debug engine, explain/trt_debug.py), replays the chunk (functional: the last record's inputs and state; closed loop: the
 stream from its start, the engine's own state carried, so the last chunk is replayed exactly as the
 gate ran it), and returns one `Diagnosis` per output over its fail tier on that chunk; an empty list
 when none is. Each diagnosis is bounded by `budget_s` (probes stop once it is spent).
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -21,10 +21,23 @@ from .run import DEFAULT_BUDGET_S, Chunk, ProbeFn, explain_chunk, onnx_probes
 
 if TYPE_CHECKING:
     from ..backends.base import Backend
+    from ..contract.io import IOInfo
     from ..contract.model import Contract
     from ..reference.reader import Record
+    from .trt_debug import DebugEngineRunner, DebugRuntime
 
 TORCH_SUFFIXES = (".pt", ".pt2", ".ts", ".jit")
+#: TensorRT plans: localized through a debug build from the source ONNX of their build report.
+TRT_SUFFIXES = (".plan", ".engine", ".trt")
+
+
+class Replayable(Protocol):
+    """What a replay needs: a backend, or the TensorRT debug engine."""
+
+    @property
+    def inputs(self) -> tuple[IOInfo, ...]: ...
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -41,8 +54,10 @@ class EngineSpec:
     @property
     def kind(self) -> str:
         if self.backend:
-            return self.backend
+            return "tensorrt" if self.backend.startswith("tensorrt") else self.backend
         suffix = self.path.suffix.lower()
+        if suffix in TRT_SUFFIXES:
+            return "tensorrt"
         return "torch" if suffix in TORCH_SUFFIXES else "onnxruntime" if suffix == ".onnx" else ""
 
 
@@ -60,12 +75,12 @@ def open_engine(spec: EngineSpec, contract: Contract) -> Backend:
         return open_backend(spec.path, "onnxruntime").load()
     raise ConfigError(
         f"{spec.path}: trtparity explain runs ONNX Runtime engines (.onnx) and PyTorch ones "
-        f"({', '.join(TORCH_SUFFIXES)}); TensorRT debug tensors are API-only (explain/trt_debug.py)"
+        f"({', '.join(TORCH_SUFFIXES)}); TensorRT plans ({', '.join(TRT_SUFFIXES)}) are replayed on a debug build instead"
     )
 
 
 def replay(
-    backend: Backend, contract: Contract, records: Sequence[Record], *, closed_loop: bool
+    backend: Replayable, contract: Contract, records: Sequence[Record], *, closed_loop: bool
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The feeds the engine sees on the last record, and its outputs there."""
     from ..contract.bindings import record_feeds
@@ -121,12 +136,18 @@ def explain_failure(
     suite: str = "functional",
     outputs: Sequence[str] | None = None,
     budget_s: float = DEFAULT_BUDGET_S,
+    trt_runtime: DebugRuntime | None = None,
 ) -> list[Diagnosis]:
     """One diagnosis per failing output (or per output in `outputs`) on the last of `records`.
 
-    `records` is the chunk alone (functional) or its stream up to it (`suite="closed_loop"`)."""
+    `records` is the chunk alone (functional) or its stream up to it (`suite="closed_loop"`).
+    `trt_runtime` builds and runs TensorRT debug engines (default: the real TensorRT)."""
     import onnx
 
+    if engine.kind == "tensorrt":
+        return explain_tensorrt(
+            engine, source_onnx, contract, records, suite, outputs, budget_s, trt_runtime
+        )
     backend = open_engine(engine, contract)
     try:
         feeds, got = replay(backend, contract, records, closed_loop=suite == "closed_loop")
@@ -147,6 +168,85 @@ def explain_failure(
         ]
     finally:
         backend.close()
+
+
+def explain_tensorrt(
+    engine: EngineSpec,
+    source_onnx: Path | None,
+    contract: Contract,
+    records: Sequence[Record],
+    suite: str,
+    outputs: Sequence[str] | None,
+    budget_s: float,
+    runtime: DebugRuntime | None = None,
+) -> list[Diagnosis]:
+    """A TensorRT plan: the debug engine is built from the source ONNX with the build report's
+    options first (so a machine that cannot run it still says how far it got), then the chunk is
+    replayed on it and its debug tensors are compared as an ONNX Runtime engine's would be."""
+    import onnx
+
+    from .trt_debug import (
+        DebugEngineRunner,
+        TensorRTRuntime,
+        TensorRTTaps,
+        read_build_spec,
+        source_tensor_names,
+    )
+
+    spec = read_build_spec(engine.path, source_onnx)
+    source = onnx.load(str(spec.source))
+    runner = DebugEngineRunner(runtime or TensorRTRuntime(), spec, source_tensor_names(source))
+    runner.build()
+    feeds, got = replay(runner, contract, records, closed_loop=suite == "closed_loop")
+    record = records[-1]
+    names = list(outputs) if outputs else failing_outputs(contract, record, got, suite)
+    chunk = _chunk(record, feeds)
+    taps = TensorRTTaps(runner)
+    return [
+        explain_chunk(
+            source=source,
+            engine=taps,
+            chunk=chunk,
+            output=name,
+            tier=fail_tier(contract, name, suite),
+            metric=contract.tolerance(name).metric,
+            suite=suite,
+            probes=trt_probes(runner, source, chunk, name),
+            budget_s=budget_s,
+        )
+        for name in names
+    ]
+
+
+def trt_probes(runner: DebugEngineRunner, source: Any, chunk: Chunk, output: str) -> list[ProbeFn]:
+    """TensorRT (strongly typed): the first diverging node and the fp16/bf16 nodes feeding it cast
+    up to fp32 in the source ONNX, the engine rebuilt with the same options and the chunk re-run."""
+    from .graph import prepare_graph
+    from .probes import fp32_node_probe
+    from .run import _engine_node
+
+    def run(model: Any) -> np.ndarray:
+        import tempfile
+
+        import onnx
+
+        with tempfile.TemporaryDirectory(prefix="trtparity-fp32-") as tmp:
+            path = Path(tmp) / "fp32.onnx"
+            onnx.save(model, str(path))
+            built = runner.runtime.build(runner.spec, path, ())
+            return runner.runtime.run(built, chunk.feeds)[0][output]
+
+    def fp32(d: Diagnosis) -> Probe | None:
+        assert d.first_divergence is not None
+        # the If branches this chunk selects inlined, so a node inside them can be cast up
+        model = prepare_graph(source, chunk.feeds).model
+        node = _engine_node(model, d.first_divergence.tensor)
+        if node is None:
+            return None
+        expected = chunk.expected[output]
+        return fp32_node_probe(model, node, run, expected, d.output_error, d.tier, d.metric)
+
+    return [fp32]
 
 
 def _chunk(record: Record, feeds: dict[str, np.ndarray]) -> Chunk:

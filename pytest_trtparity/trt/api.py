@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -98,6 +98,8 @@ VERSIONED: dict[str, tuple[tuple[int, ...], tuple[int, ...] | None]] = {
     "ICudaEngine.device_memory_size_v2": ((10, 1), None),
     "ICudaEngine.device_memory_size": ((8,), (11,)),
     "HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY": ((10, 9), None),
+    "INetworkDefinition.mark_unfused_tensors_as_debug_tensors": ((10, 8), None),
+    "IExecutionContext.unfused_tensors_debug_state": ((10, 8), None),
 }
 
 #: The functions the runtime backend calls: they must work with the lean runtime module too.
@@ -356,12 +358,20 @@ def check_profile(trt: Any, parsed: Parsed, shapes: Mapping[str, Range], logger:
     return None
 
 
-def build_plan(trt: Any, request: BuildRequest, logger: Any) -> BuildOutput:
-    """Parse the (staged) ONNX file and build a serialized plan."""
+def build_plan(
+    trt: Any,
+    request: BuildRequest,
+    logger: Any,
+    edit_network: Callable[[Any], None] | None = None,
+) -> BuildOutput:
+    """Parse the (staged) ONNX file and build a serialized plan; `edit_network` (explain's debug
+    build) sees the parsed network before the builder does."""
     parsed = parse_network(
         trt, request.onnx, logger, strongly_typed=request.strongly_typed, origin=request.origin
     )
     builder, network = parsed.builder, parsed.network
+    if edit_network is not None:
+        edit_network(network)
     config = builder.create_builder_config()
     set_targets(trt, config, request.compute_capabilities, logger)
     _set_flags(trt, config, request)
@@ -548,6 +558,66 @@ def _calibrator(
             self.stream.destroy()
 
     return Calibrator()
+
+
+# -- debug tensors (explain) ------------------------------------------------------------------------
+def network_tensors(network: Any) -> dict[str, Any]:
+    """Every layer output of a parsed network, by name (the ONNX tensor names the parser kept)."""
+    out: dict[str, Any] = {}
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        for j in range(layer.num_outputs):
+            tensor = layer.get_output(j)
+            out[str(tensor.name)] = tensor
+    return out
+
+
+def mark_unfused_debug(network: Any) -> bool:
+    """Mark what survives fusion as debug tensors without preventing any fusion (10.8+, 11.x,
+    TensorRT-RTX); False where this TensorRT lacks the call or refuses."""
+    if not hasattr(network, "mark_unfused_tensors_as_debug_tensors"):
+        return False
+    return bool(network.mark_unfused_tensors_as_debug_tensors())
+
+
+def mark_debug(network: Any, tensor: Any) -> bool | None:
+    """Mark one tensor as a debug tensor (10.0+): True/False as TensorRT answers, None without the call."""
+    if not hasattr(network, "mark_debug"):
+        return None
+    return bool(network.mark_debug(tensor))
+
+
+def is_debug_tensor(network: Any, tensor: Any) -> bool:
+    """Whether `mark_debug` took (tensors marked as unfused debug tensors do not show here)."""
+    return bool(network.is_debug_tensor(tensor))
+
+
+def mark_output(network: Any, tensor: Any) -> None:
+    """The fallback without debug tensors: an extra network output (it changes fusions)."""
+    network.mark_output(tensor)
+
+
+def debug_listener_base(trt: Any) -> type:
+    """The class a debug listener subclasses."""
+    base: type = trt.IDebugListener
+    return base
+
+
+def watch_debug_tensors(
+    context: Any, listener: Any, names: Sequence[str] | None, *, unfused: bool, logger: Any
+) -> None:
+    """Report debug tensors to `listener` at the next enqueue: all of them (`names` None), or those
+    named; `unfused` also turns on the tensors marked by `mark_unfused_debug`."""
+    if context.set_debug_listener(listener) is False:
+        raise BackendError(f"TensorRT refused the debug listener: {_tail(logger)}")
+    if unfused:
+        context.unfused_tensors_debug_state = True
+    if names is None:
+        context.set_all_tensors_debug_state(True)
+        return
+    for name in names:
+        if context.set_tensor_debug_state(name, True) is False:
+            raise BackendError(f"TensorRT has no debug tensor {name!r}: {_tail(logger)}")
 
 
 # -- loading and describing ----------------------------------------------------------------------
