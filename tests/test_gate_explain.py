@@ -233,3 +233,29 @@ def test_explain_budget_is_checked(tmp_path: Path) -> None:
     for bad in ("0", "-1", "soon", "inf"):
         with pytest.raises(ConfigError, match="--trt-explain-budget"):
             budget(bad)
+
+
+def test_an_error_of_ours_inside_explain_is_its_own_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TensorRT engine on a machine that cannot run it: the entry is the sentence itself, not
+    wrapped in an exception's type name."""
+    from pytest_trtparity.artifacts import diagnose
+    from pytest_trtparity.errors import ExecutionUnavailable
+    from pytest_trtparity.settings import resolve_settings
+
+    said = "vad.plan: the debug engine was built (0.6 s) but could not run: no GPU"
+
+    def refuse(*_: Any, **__: Any) -> list[Any]:
+        raise ExecutionUnavailable(said)
+
+    monkeypatch.setattr("pytest_trtparity.explain.api.explain_failure", refuse)
+    monkeypatch.setattr(diagnose, "read_chunks", lambda *_: [])
+    settings = resolve_settings(
+        {"trt_engine": str(tmp_path / "vad.plan")}, {}, cli_base=tmp_path, ini_base=tmp_path
+    )
+    target = diagnose.Target("functional", "stateN", "default#3", ("default#3",), True)
+    entry = diagnose._explain_one(
+        settings, load_contract(SILERO_CONTRACT), tmp_path / "m.onnx", target
+    )
+    assert entry["why"] == f"no diagnosis: {said}"

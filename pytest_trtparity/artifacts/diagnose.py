@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import TrtParityError
 from ..judge.tiers import Level
 from .model import CHUNK_SUITES
 
@@ -214,6 +215,8 @@ def _explain_one(
         )
     except Exception as exc:  # explain must never cost the verdict or print a traceback
         first = str(exc).splitlines()[0][:300] if str(exc) else ""
+        if isinstance(exc, TrtParityError):  # our own errors are already one sentence for users
+            return unmade(target, f"no diagnosis: {first}")
         return unmade(target, f"no diagnosis: explain stopped: {type(exc).__name__}: {first}")
     if not found:
         return unmade(target, "no diagnosis: the replayed chunk is under its fail tier")
