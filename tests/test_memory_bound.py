@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -92,3 +93,34 @@ def test_a_large_chunk_is_checked_before_the_next_step(monkeypatch: pytest.Monke
 
 def test_small_chunks_are_checked_on_the_worker_meanwhile(monkeypatch: pytest.MonkeyPatch) -> None:
     assert checked_at_submit(False, monkeypatch) == [False, False, False]
+
+
+def test_large_onnx_runtime_steps_hand_the_arena_back(
+    silero_onnx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ONNX Runtime's CPU arena keeps every block it grew into; steps of large tensors ask it to
+    shrink after the run (so one check's blocks do not sit under the next check's peak), while
+    ordinary steps run as before, with no run options."""
+    from pytest_trtparity.backends import onnxruntime as ortb
+
+    backend = ortb.OnnxRuntimeBackend(silero_onnx).load()
+    seen: list[object] = []
+    real = backend.session.run
+
+    def spy(names: Any, feeds: Any, options: Any = None) -> Any:
+        seen.append(options)
+        return real(names, feeds, options)
+
+    monkeypatch.setattr(backend.session, "run", spy)
+    feeds = {
+        "input": np.zeros((1, 576), np.float32),
+        "state": np.zeros((2, 1, 128), np.float32),
+        "sr": np.array(16000, np.int64),
+    }
+    backend.run(feeds)
+    monkeypatch.setattr(ortb, "ARENA_SHRINK_BYTES", 1024)  # these feeds now count as large
+    backend.run(feeds)
+    backend.close()
+    assert seen[0] is None
+    assert seen[1] is not None
+    assert seen[1].get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"

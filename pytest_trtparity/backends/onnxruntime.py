@@ -21,6 +21,9 @@ from .base import Backend, BackendInfo, IOInfo, host_cpu_name, read_engine_file
 from .gpu_facts import cublas_version, cudnn_version, gpu_clocks, visible_index
 from .options import OnnxRuntimeOptions
 
+#: Steps whose feeds reach this size hand the CPU arena's unused blocks back after the run.
+ARENA_SHRINK_BYTES = 16 << 20
+
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -90,6 +93,7 @@ class OnnxRuntimeBackend(Backend):
     kind = "onnxruntime"
     options_type = OnnxRuntimeOptions
     options: OnnxRuntimeOptions
+    _shrink: Any = None  # RunOptions for large steps, made on first use
 
     def _load_impl(self) -> tuple[tuple[IOInfo, ...], tuple[IOInfo, ...]]:
         ort = _import_ort()
@@ -152,7 +156,9 @@ class OnnxRuntimeBackend(Backend):
             if any(t.dtype == "bfloat16" for t in (*self.inputs, *self.outputs)):
                 return self._infer_bfloat16(feeds)
             values = self.session.run(
-                names, {k: np.asarray(v, order="C") for k, v in feeds.items()}
+                names,
+                {k: np.asarray(v, order="C") for k, v in feeds.items()},
+                self._run_options(feeds),
             )
         except BackendError:
             raise
@@ -161,6 +167,21 @@ class OnnxRuntimeBackend(Backend):
                 f"{self.path.name}: onnxruntime run failed: {str(exc).splitlines()[0]}"
             ) from None
         return dict(zip(names, (np.asarray(v) for v in values), strict=True))
+
+    def _run_options(self, feeds: Mapping[str, np.ndarray]) -> Any:
+        """None for ordinary steps; for steps of large tensors, options that hand the CPU arena's
+        unused blocks back after the run. The arena otherwise keeps every block it grew into for
+        the life of the session, so one check's 26 MB tensors stay resident under the next check's
+        peak; re-allocating blocks this large costs little beside the step itself."""
+        if self.provider != "CPUExecutionProvider":
+            return None
+        if sum(int(np.asarray(v).nbytes) for v in feeds.values()) < ARENA_SHRINK_BYTES:
+            return None
+        if self._shrink is None:
+            options = _import_ort().RunOptions()
+            options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+            self._shrink = options
+        return self._shrink
 
     def _infer_bfloat16(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """numpy has no bfloat16: feed raw bit patterns as typed OrtValues and read outputs by pointer."""
