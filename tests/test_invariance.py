@@ -37,7 +37,7 @@ def _records(path: Path, n: int = 40) -> Iterator[Record]:
     return itertools.islice(ReferenceReader(path), n)
 
 
-def _edit_state(src: Path, dst: Path, build: str) -> Path:
+def _edit_state(src: Path, dst: Path, build: str, scale: float = MIX) -> Path:
     """stateN [2, B, 128] becomes stateN + 1e-3 x (roll(stateN, 1, axis=1) - stateN) ("mix": each
     row takes a little of its neighbour), or stateN + 1e-3 x (B - 1) ("batch"). Both are exactly
     stateN at batch 1."""
@@ -46,7 +46,7 @@ def _edit_state(src: Path, dst: Path, build: str) -> Path:
     for node in g.node:
         node.output[:] = ["stateN_raw" if o == "stateN" else o for o in node.output]
     const = [
-        helper.make_tensor("k_mix", TensorProto.FLOAT, [], [MIX]),
+        helper.make_tensor("k_mix", TensorProto.FLOAT, [], [scale]),
         helper.make_tensor("k_one", TensorProto.FLOAT, [], [1.0]),
         helper.make_tensor("k_starts_last", TensorProto.INT64, [1], [-1]),
         helper.make_tensor("k_end_big", TensorProto.INT64, [1], [1 << 30]),
@@ -285,3 +285,20 @@ def test_a_row_mixing_engine_fails_under_a_small_budget_too(
     assert {f.criterion for f in result.failures()} == {"position"}
     assert result.payload.to_json()["batch_sizes"] == [1, 2]
     assert all(line.endswith("budget: skipped") for line in result.payload.to_json()["not_run"])
+
+
+def test_rounding_sized_batch_dependence_is_not_a_failure(
+    silero_onnx: Path, tmp_path: Path
+) -> None:
+    """Other batch sizes run other kernels (GEMV at 1, blocked GEMM at 8): differences the size of
+    rounding (here 1e-7 x (B - 1)) stay under 1% of the chunk fail tier (5e-5 for stateN), so a
+    correct engine is not failed by chance; identical rows and repeated runs stay exact."""
+    engine = _open(_edit_state(silero_onnx, tmp_path / "ulp.onnx", "batch", scale=1e-7))
+    contract = load_contract(SILERO_CONTRACT)
+    result = run_invariance(engine, contract, _records(SILERO_REF))
+    assert result.verdict is Level.PASS, [f.message for f in result.findings]
+    worst = result.payload.to_json()["worst"]
+    assert 0 < worst["batch size/stateN"] < 1e-5  # measured, and judged against 5e-5
+    assert worst["identical rows/stateN"] == 0 and worst["repeat/stateN"] == 0
+    tiers = result.payload.to_json()["tiers"]
+    assert tiers["stateN"]["fail"] == 0 and tiers["across batches/stateN"]["fail"] == 5e-5
