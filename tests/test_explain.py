@@ -186,6 +186,6 @@ def test_inf_and_nan_travel_as_strings() -> None:
 
     p = Probe("x", float("inf"), float("nan"), 1.0, "s")
     raw = p.to_json()
-    assert raw["error_before"] == "inf" and raw["error_after"] == "nan"
+    assert raw["error_before"] == "Infinity" and raw["error_after"] == "NaN"
     back = Probe.from_json(raw)
     assert back.error_before == float("inf") and np.isnan(back.error_after)

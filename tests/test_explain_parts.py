@@ -150,7 +150,10 @@ def test_plot_is_a_png(tmp_path: Path) -> None:
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and out.read_bytes() == data
     assert plot_layers(_diagnosis(first=False))[:4] == b"\x89PNG"
     broken = Diagnosis.from_json(
-        {**_diagnosis().to_json(), "layers": [{**_diagnosis().layers[0].to_json(), "error": "inf"}]}
+        {
+            **_diagnosis().to_json(),
+            "layers": [{**_diagnosis().layers[0].to_json(), "error": "Infinity"}],
+        }
     )
     assert plot_layers(broken)[:4] == b"\x89PNG"  # an infinite error still plots
 

@@ -6,24 +6,25 @@ They are the only thing the rest of the gate needs to know about explanation: th
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..util import jsonfloat
 
 #: Version of the JSON form, written into every diagnosis.
 FORMAT = "diagnosis/1"
 
 
-def _num(value: float) -> float | str:
-    """JSON has no infinities or NaN: they travel as strings, as in the summary."""
-    if math.isfinite(value):
-        return value
-    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+#: JSON has no infinities or NaN: they travel as strings, spelled as everywhere in summary.json.
+_num = jsonfloat.encode
 
 
 def _float(value: Any) -> float:
-    return float(value)
+    number = jsonfloat.decode(value)
+    if number is None:
+        raise ValueError(f"not a number: {value!r}")
+    return number
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from ..errors import ConfigError
 from ..judge.payloads import RegressionPayload
 from ..judge.results import SuiteResult
 from ..judge.tiers import Finding, Level, judge
+from ..util import jsonfloat
 
 SUITE = "regression"
 SUMMARY_TAG = "trtparity-summary/1"
@@ -191,16 +192,6 @@ def _aggregate(summary: Mapping[str, Any], suite: str, output: str) -> Mapping[s
     return agg if isinstance(agg, Mapping) else None
 
 
-def _number(v: Any) -> float | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, int | float):
-        return float(v)
-    if v in ("NaN", "Infinity", "-Infinity"):
-        return float(str(v).replace("Infinity", "inf"))
-    return None
-
-
 def fail_limit(contract: Contract, suite: str, output: str, statistic: str) -> float | None:
     """The fail tier this statistic is judged against in its own suite (the floor's scale)."""
     tol = contract.tolerance(output)
@@ -231,8 +222,8 @@ def _error_rows(
     spec = contract.regression
     rows = []
     for stat in STATISTICS:
-        cur = _number(now.get(stat)) if now else None
-        prev = _number(before.get(stat)) if before else None
+        cur = jsonfloat.decode(now.get(stat)) if now else None
+        prev = jsonfloat.decode(before.get(stat)) if before else None
         limit = fail_limit(contract, suite, output, stat)
         floor = None if limit is None else spec.error_floor * limit
         rows.append(
@@ -293,8 +284,8 @@ def _latency_rows(
             "latency",
             "latency",
             key,
-            _number(now.get(key)),
-            _number(before.get(key)),
+            jsonfloat.decode(now.get(key)),
+            jsonfloat.decode(before.get(key)),
             contract.regression.latency_growth,
             unstable=unstable,
         )
@@ -405,18 +396,12 @@ def rows_json(rows: Sequence[RegressionRow]) -> list[dict[str, Any]]:
             "check": r.check,
             "output": r.output,
             "statistic": r.statistic,
-            "current": _json(r.current),
-            "previous": _json(r.previous),
-            "ratio": _json(r.ratio),
+            "current": jsonfloat.encode_optional(r.current),
+            "previous": jsonfloat.encode_optional(r.previous),
+            "ratio": jsonfloat.encode_optional(r.ratio),
             "level": r.level.word,
             "judged": r.judged,
             "note": r.note,
         }
         for r in rows
     ]
-
-
-def _json(v: float | None) -> float | str | None:
-    if v is None or math.isfinite(v):
-        return v
-    return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
