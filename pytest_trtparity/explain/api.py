@@ -9,7 +9,7 @@ when none is. Each diagnosis is bounded by `budget_s` (probes stop once it is sp
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -79,22 +79,37 @@ def open_engine(spec: EngineSpec, contract: Contract) -> Backend:
     )
 
 
-def replay(
+def steps(
     backend: Replayable, contract: Contract, records: Sequence[Record], *, closed_loop: bool
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The feeds the engine sees on the last record, and its outputs there."""
+) -> Iterator[tuple[Record, dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    """Each record with the feeds the engine sees on it and its outputs there: the reference
+    inputs, and in closed loop the engine's own state carried from record to record, as the gate's
+    closed loop runs it."""
     from ..contract.bindings import record_feeds
 
-    steps = records if closed_loop else records[-1:]
     last: dict[str, np.ndarray] = {}
-    feeds: dict[str, np.ndarray] = {}
-    for i, record in enumerate(steps):
+    for i, record in enumerate(records):
         feeds = record_feeds(contract, record.inputs, backend.inputs, record.where)
         if closed_loop and i > 0:
             for pair in contract.state:
                 if pair.input in feeds:
                     feeds[pair.input] = last[pair.output]
         last = backend.run(feeds)
+        yield record, feeds, last
+
+
+def replay(
+    backend: Replayable, contract: Contract, records: Sequence[Record], *, closed_loop: bool
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The feeds the engine sees on the last record, and its outputs there."""
+    final = None
+    for step in steps(  # only the last step is kept: a long stream of large tensors stays small
+        backend, contract, records if closed_loop else records[-1:], closed_loop=closed_loop
+    ):
+        final = step
+    if final is None:
+        return {}, {}
+    _, feeds, last = final
     return feeds, last
 
 
@@ -339,21 +354,13 @@ def chunk_errors(
 ) -> list[float]:
     """`output`'s error on each record of one stream, in order (closed loop: the engine's own state
     carried from record to record, as the gate's closed loop runs it)."""
-    from ..contract.bindings import record_feeds
     from .localize import tensor_error
 
     metric = contract.tolerance(output).metric
-    errors: list[float] = []
-    last: dict[str, np.ndarray] = {}
-    for i, record in enumerate(records):
-        feeds = record_feeds(contract, record.inputs, backend.inputs, record.where)
-        if closed_loop and i > 0:
-            for pair in contract.state:
-                if pair.input in feeds:
-                    feeds[pair.input] = last[pair.output]
-        last = backend.run(feeds)
-        errors.append(tensor_error(record.outputs[output], last[output], metric))
-    return errors
+    return [
+        tensor_error(record.outputs[output], out[output], metric)
+        for record, _, out in steps(backend, contract, records, closed_loop=closed_loop)
+    ]
 
 
 def chunk_that_matters(errors: Sequence[float], tier: float, *, closed_loop: bool) -> int:
