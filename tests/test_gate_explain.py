@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -259,3 +260,24 @@ def test_an_error_of_ours_inside_explain_is_its_own_sentence(
         settings, load_contract(SILERO_CONTRACT), tmp_path / "m.onnx", target
     )
     assert entry["why"] == f"no diagnosis: {said}"
+
+
+def test_a_plain_install_without_the_explain_extra_gets_one_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain install has no onnx: the diagnosis entry names the extra to install, instead of a
+    bare ModuleNotFoundError."""
+    from pytest_trtparity.artifacts import diagnose
+    from pytest_trtparity.settings import resolve_settings
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if not installed
+    monkeypatch.setattr(diagnose, "read_chunks", lambda *_: [])
+    settings = resolve_settings(
+        {"trt_engine": str(tmp_path / "m.onnx")}, {}, cli_base=tmp_path, ini_base=tmp_path
+    )
+    target = diagnose.Target("functional", "stateN", "default#3", ("default#3",), True)
+    entry = diagnose._explain_one(
+        settings, load_contract(SILERO_CONTRACT), tmp_path / "src.onnx", target
+    )
+    assert entry["why"].startswith("no diagnosis: explaining a failure needs onnx and onnxscript")
+    assert "pip install 'pytest-trtparity[explain]'" in entry["why"]

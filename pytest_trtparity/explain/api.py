@@ -157,7 +157,9 @@ def explain_failure(
 
     `records` is the chunk alone (functional) or its stream up to it (`suite="closed_loop"`).
     `trt_runtime` builds and runs TensorRT debug engines (default: the real TensorRT)."""
-    import onnx
+    from .graph import import_tools
+
+    onnx, _, _ = import_tools()  # a missing `explain` extra is one sentence, before any work
 
     if engine.kind == "tensorrt":
         return explain_tensorrt(

@@ -48,7 +48,7 @@ class Prepared:
         return tuple(out)
 
 
-def _import_tools() -> tuple[Any, Any, Any]:
+def import_tools() -> tuple[Any, Any, Any]:
     try:
         import onnx
         import onnx_ir as ir
@@ -62,7 +62,7 @@ def _import_tools() -> tuple[Any, Any, Any]:
 
 def prepare_graph(model: Any, feeds: Mapping[str, np.ndarray]) -> Prepared:
     """`model` (an onnx.ModelProto, not modified) with every `If` the feeds decide inlined."""
-    onnx, _, _ = _import_tools()
+    onnx, _, _ = import_tools()
     current = onnx.ModelProto()
     current.CopyFrom(model)
     selected: list[tuple[str, str]] = []
@@ -90,7 +90,7 @@ def _fold(model: Any) -> Any:
     """One pass of onnxscript's constant folder (which inlines constant-condition Ifs), then dead
     nodes out. Only folding: no fusions or rewrites, so every remaining tensor is one the source
     computes."""
-    _, ir, optimizer = _import_tools()
+    _, ir, optimizer = import_tools()
     import onnx_ir.passes.common as common
 
     ir_model = ir.serde.deserialize_model(model)
@@ -130,7 +130,7 @@ def _evaluate(model: Any, names: list[str], feeds: Mapping[str, np.ndarray]) -> 
 
 
 def _pin_condition(model: Any, node: Any, value: bool) -> None:
-    _import_tools()
+    import_tools()
     from onnx import numpy_helper
 
     taken = {i.name for i in model.graph.initializer} | {
