@@ -390,9 +390,11 @@ def test_cosine_of_degenerate_and_plain_vectors(
 
 
 def test_cosine_is_clipped_to_minus_one() -> None:
-    """For these values the dot product of the unit vectors rounds to -1.0000000000000002."""
-    v = np.float64([0.05, 1.8, -1.42, 1.79])
-    assert np.dot(v / np.linalg.norm(v), -v / np.linalg.norm(v)) < -1.0
+    """For these values the dot product of the unit vectors, summed in order in IEEE float64 (not
+    by BLAS, whose kernels round differently from one CPU to another), is below -1."""
+    v = np.float64([-1.46, 1.39, 1.06, -0.98])
+    unit = [x / math.sqrt(math.fsum(x * x for x in v.tolist())) for x in v.tolist()]
+    assert sum(a * -a for a in unit) < -1.0
     c = cmp(v, -v, dtype="float64", tol=Tolerance(chunk=Tier(fail=10.0)))
     assert c.metrics["cosine"] == -1.0 and c.metrics["cosine_distance"] == 2.0
 

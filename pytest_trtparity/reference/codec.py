@@ -24,7 +24,7 @@ _PAYLOAD_KEYS = ("b64", "values", "npy")
 _TENSOR_KEYS = frozenset({"dtype", "shape", *_PAYLOAD_KEYS})
 
 _UNSET: Any = object()
-#: pybase64 (a SIMD decoder, the "fast" extra) once first needed; None when absent (the standard
+#: pybase64 (a SIMD decoder, a dependency) once first needed; None where it cannot be imported (the standard
 #: library then decodes, some 30 times slower). Tests set None to exercise the fallback.
 _fast_b64: Any = _UNSET
 
