@@ -7,7 +7,7 @@ so it holds on a slower or busier machine.
 
 * `compare()` with the metrics a contract asks for, against `np.abs(got - ref)` then `.max()` and
   `.mean()` on the same arrays: 262,144-element and 25 MiB float32 outputs. Target: at most 2x for
-  the default metric (max_abs) and for mean_abs or rmse.
+  each metric a contract can judge an output by (all eight at once is reported, not targeted).
 * The functional gate (`run_functional`: reading and decoding the reference, checking, comparing on
   the worker, judging) over a backend whose step sleeps a fixed time, against the bare loop over the
   same backend on feeds decoded beforehand. The gate's own figure (`overhead_share` in the summary)
@@ -38,6 +38,8 @@ RATIO_TARGET = 2.0
 HARNESS_TARGETS = {5.0: 0.05, 1.0: 0.20}
 CHUNKS = 100
 UNDERSTATE = 0.03
+#: The in-process functional loop against the bare loop over the same backend.
+LOOP_TARGET = 1.5
 OUTPUTS = ("y0", "y1")
 
 
@@ -89,8 +91,13 @@ def test_comparison_against_a_bare_diff(size: int, rounds: int, bench_report: li
         f"{medians['bare'] * 1e3:.3f} ms; compare() / bare: "
         + ", ".join(f"{k} {r:.2f}x" for k, r in ratios.items())
     )
-    for key in ("max_abs", "mean_abs", "rmse"):
-        assert ratios[key] <= RATIO_TARGET, (key, ratios)
+    singles = [k for k in sets if k != "all eight"]  # a contract judges one metric an output
+    for key in singles:
+        met = "met" if ratios[key] <= RATIO_TARGET else "NOT met"
+        bench_report.append(
+            f"target compare {key} at {size:,}: {ratios[key]:.2f}x bare <= {RATIO_TARGET:g}x: {met}"
+        )
+    assert all(ratios[k] <= RATIO_TARGET for k in singles), ratios
 
 
 # -- the harness figure ---------------------------------------------------------------------------
@@ -180,5 +187,16 @@ def test_harness_figure_is_the_real_cost(
         f"gate figure {share:.1%} (p95 {p95:.3f} ms a chunk), measured gate / bare loop - 1 = "
         f"{measured:.1%} (gate {medians['gate'] * 1e3:.0f} ms, bare {medians['bare'] * 1e3:.0f} ms)"
     )
-    assert share <= HARNESS_TARGETS[step_ms], figures
+    target = HARNESS_TARGETS[step_ms]
+    met = "met" if share <= target else "NOT met"
+    bench_report.append(
+        f"target harness figure at {step_ms:g} ms: {share:.1%} <= {target:.0%}: {met}"
+    )
+    loop = medians["gate"] / medians["bare"]
+    met = "met" if loop <= LOOP_TARGET else "NOT met"
+    bench_report.append(
+        f"target in-process loop at {step_ms:g} ms: {loop:.2f}x bare <= {LOOP_TARGET:g}x: {met}"
+    )
+    assert share <= target, figures
+    assert loop <= LOOP_TARGET, medians
     assert share >= measured - UNDERSTATE, (share, measured)

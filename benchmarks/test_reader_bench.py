@@ -38,7 +38,8 @@ pytest.importorskip(
 )
 
 CHUNKS = int(os.environ.get("TRTPARITY_BENCH_CHUNKS", "4"))
-TARGET_GBPS = 1.0
+#: Reading in a fresh process, the file in the page cache, per core (the reader is one thread).
+TARGET_GBPS = 2.0
 ROUNDS = 5
 MiB = 1 << 20
 
@@ -242,7 +243,8 @@ def _lines(path: Path) -> Iterator[bytes]:
 
 
 def test_report(reference: Path, bench_report: list[str]) -> None:
-    """The table docs/scale.md quotes; fails when our reader misses 1 GB/s or the memory bound."""
+    """The table docs/scale.md quotes; fails when our reader misses 2 GB/s in a fresh process (or
+    in this one, where the fresh-process probe cannot run) or the memory bound."""
     line = max(len(line) for line in _lines(reference))
     cpu = _cpu()
     bench_report.append(
@@ -250,18 +252,25 @@ def test_report(reference: Path, bench_report: list[str]) -> None:
         f"{cpu}, one core; bound on peak growth {(2 * line + 200 * MiB) / MiB:.0f} MiB"
     )
     bench_report.append(
-        f"  {'reader':<16} {'best GB/s':>10} {'median GB/s':>12} {'peak growth':>12}"
+        f"  {'reader':<16} {'best GB/s':>10} {'median GB/s':>12} {'fresh process':>14} "
+        f"{'peak growth':>12}"
     )
     for name, n in _numbers.items():
         peak = f"{n['peak_mib']:.0f} MiB" if "peak_mib" in n else "-"
         best = f"{n['best_gbps']:.2f}" if "best_gbps" in n else "-"
+        fresh = f"{n['fresh_process_gbps']:.2f}" if "fresh_process_gbps" in n else "-"
         bench_report.append(
-            f"  {name:<16} {best:>10} {n.get('median_gbps', float('nan')):>12.2f} {peak:>12}"
+            f"  {name:<16} {best:>10} {n.get('median_gbps', float('nan')):>12.2f} {fresh:>14} "
+            f"{peak:>12}"
         )
     if "ours" in _numbers and "plain" in _numbers:
         ratio = _numbers["ours"]["median_gbps"] / _numbers["plain"]["median_gbps"]
         bench_report.append(f"  ours / plain (median): {ratio:.1f}x")
-        assert _numbers["ours"]["best_gbps"] >= TARGET_GBPS, _numbers["ours"]
+        ours = _numbers["ours"]
+        gbps = ours.get("fresh_process_gbps", ours["best_gbps"])
+        met = "met" if gbps >= TARGET_GBPS else "NOT met"
+        bench_report.append(f"target reader: {gbps:.2f} GB/s a core >= {TARGET_GBPS:g}: {met}")
+        assert gbps >= TARGET_GBPS, ours
 
 
 def _cpu() -> str:
