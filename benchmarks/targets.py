@@ -28,18 +28,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pytest_trtparity.backends.base import host_cpu_name
+
 HERE = Path(__file__).resolve().parent
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for row in fh:
-                if row.startswith("model name"):
-                    return row.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def steps(quick: bool) -> list[tuple[str, list[str], dict[str, str]]]:
@@ -98,7 +89,9 @@ def main() -> int:
             print(done.stderr.strip()[-2000:])
         found = targets_of(done.stdout)
         lines.extend(found or [f"target {title}: did not run (exit {done.returncode})"])
-    print(f"\n== targets on {_cpu()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(
+        f"\n== targets on {host_cpu_name()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    )
     for line in lines:
         print("  " + line.removeprefix("target "))
     return 0 if all(line.endswith(": met") for line in lines) else 1
