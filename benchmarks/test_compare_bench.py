@@ -81,6 +81,7 @@ def test_comparison_against_a_bare_diff(size: int, rounds: int, bench_report: li
         "rmse": ("rmse",),
         "max_rel": ("max_rel",),
         "cosine_distance": ("cosine_distance",),
+        "p95_abs": ("p95_abs",),
         "p99_abs": ("p99_abs",),
         "all eight": (),
     }

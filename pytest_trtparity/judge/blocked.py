@@ -181,7 +181,15 @@ def _narrow_pass(r: np.ndarray, g: np.ndarray, wanted: frozenset[str]) -> Metric
     """Every wanted metric of float32 (or narrower) outputs in one pass of float32 blocks."""
     n = r.size
     size = min(MAX_BLOCK, n)
-    full = np.empty(n, np.float32) if wanted & _PERCENTILES else None
+    qs = _wanted_qs(wanted)
+    want = Percentiles(n, tuple(qs.values())) if qs else None
+    # percentiles of a large tensor are gathered from sampled bands block by block; a small one
+    # keeps all its differences to select from
+    bands = None
+    if want is not None and n >= TAIL_MIN and want.ranks[0] > 0:
+        sample = np.subtract(g[::TAIL_STRIDE], r[::TAIL_STRIDE], dtype=np.float32)
+        bands = Bands(np.abs(sample, out=sample), n, want.ranks)
+    full = np.empty(n, np.float32) if want is not None and bands is None else None
     buf = full if full is not None else np.empty(size, np.float32)
     cosine = bool(wanted & _COSINES)
     rbuf = np.empty(size, np.float32) if cosine and r.dtype != np.float32 else None
@@ -203,9 +211,21 @@ def _narrow_pass(r: np.ndarray, g: np.ndarray, wanted: frozenset[str]) -> Metric
             s.dd.extend(_dots(d, d))
         if "mean_abs" in wanted:
             s.abs.append(float(np.add.reduce(d)))
+        if bands is not None:
+            bands.take(d)
         if tbuf is not None:
             s.max_rel = max(s.max_rel, _block_max_rel(r[start:stop], g[start:stop], d, tbuf))
-    return Metrics(_narrow_finish(s, r, g, full, wanted, worst.best), worst.first)
+    values = _narrow_finish(s, r, g, wanted, worst.best)
+    if want is not None:
+        ranked = bands.values() if bands is not None else None
+        if ranked is None:  # small tensor, or the sample misplaced a band: select from them all
+            if full is None:
+                full = np.subtract(g, r, dtype=np.float32)
+                np.abs(full, out=full)
+            ranked = _select(full, want.ranks)
+        # a float32 difference may round above the exact maximum; no percentile lies above it
+        values |= {k: min(v, worst.best) for k, v in zip(qs, want.interpolate(ranked), strict=True)}
+    return Metrics(values, worst.first)
 
 
 def _copied(block: np.ndarray, buf: np.ndarray) -> np.ndarray:
@@ -243,23 +263,21 @@ def _narrow_finish(
     s: _NarrowSums,
     r: np.ndarray,
     g: np.ndarray,
-    full: np.ndarray | None,
     wanted: frozenset[str],
     max_abs: float,
 ) -> dict[str, float]:
     n = r.size
     out = {"max_abs": max_abs}
+    # float32 roundings may put a mean a hair above the exact maximum; no mean lies above it
     if "mean_abs" in wanted:
-        out["mean_abs"] = _total(s.abs) / n
+        out["mean_abs"] = min(max_abs, _total(s.abs) / n)
     if "rmse" in wanted:
         squares = _total(s.dd)
         if squares == math.inf or max_abs < SMALL_DIFF:  # float32 squares overflowed or lost digits
             squares = _wide_squares(r, g)
-        out["rmse"] = math.sqrt(squares / n)
+        out["rmse"] = min(max_abs, math.sqrt(squares / n))
     if "max_rel" in wanted:
         out["max_rel"] = s.max_rel
-    if full is not None:
-        out |= _percentile_metrics(full, wanted)
     if wanted & _COSINES:
         pair = _cosine_from_difference(_signed_total(s.rr), _signed_total(s.rd), _total(s.dd))
         cos, dist = pair if pair is not None else _wide_cosine(r, g)
@@ -494,67 +512,115 @@ def _safe(peak: float) -> bool:
 
 
 def _percentile_metrics(flat: np.ndarray, wanted: frozenset[str]) -> dict[str, float]:
-    """The percentile metrics asked for, and only those: a p95 widens the tail to select from."""
-    names = [name for name, _ in _PERCENTILE_QS if name in wanted]
-    qs = tuple(q for name, q in _PERCENTILE_QS if name in wanted)
-    return dict(zip(names, percentiles(flat, qs), strict=True))
+    """The percentile metrics asked for, and only those: a p95 widens what is selected from."""
+    qs = _wanted_qs(wanted)
+    return dict(zip(qs, percentiles(flat, tuple(qs.values())), strict=True))
+
+
+def _wanted_qs(wanted: frozenset[str]) -> dict[str, float]:
+    return {name: q for name, q in _PERCENTILE_QS if name in wanted}
 
 
 _PERCENTILE_QS = (("p95_abs", 95.0), ("p99_abs", 99.0))
 
 
+class Percentiles:
+    """numpy's default (linear) percentiles `qs` of n values: the ranks each needs, and the
+    interpolation between them; an infinite neighbour with any weight gives inf."""
+
+    def __init__(self, n: int, qs: tuple[float, ...]) -> None:
+        self.spots = []
+        for q in qs:
+            pos = q / 100.0 * (n - 1)
+            lo = math.floor(pos)
+            self.spots.append((lo, min(lo + 1, n - 1), pos - lo))
+        self.ranks = sorted({k for lo, hi, _ in self.spots for k in (lo, hi)})
+
+    def interpolate(self, values: list[float]) -> list[float]:
+        at = dict(zip(self.ranks, values, strict=True))
+        out = []
+        for lo, hi, frac in self.spots:
+            a, b = at[lo], at[hi]
+            out.append(a if frac == 0.0 or a == b else a + (b - a) * frac)
+        return out
+
+
 def percentiles(flat: np.ndarray, qs: tuple[float, ...]) -> list[float]:
-    """numpy's default (linear) percentiles of `flat` (the pass's own array, reordered in place),
-    without np.percentile's overhead; an infinite neighbour with any weight gives inf."""
-    n = flat.size
-    spots = []
-    for q in qs:
-        pos = q / 100.0 * (n - 1)
-        lo = math.floor(pos)
-        spots.append((lo, min(lo + 1, n - 1), pos - lo))
-    ranks = sorted({k for lo, hi, _ in spots for k in (lo, hi)})
-    values = dict(zip(ranks, order_statistics(flat, ranks), strict=True))
-    out = []
-    for lo, hi, frac in spots:
-        a, b = values[lo], values[hi]
-        out.append(a if frac == 0.0 or a == b else a + (b - a) * frac)
-    return out
+    """numpy's default (linear) percentiles of `flat` (reordered in place), without
+    np.percentile's overhead."""
+    want = Percentiles(flat.size, qs)
+    return want.interpolate(order_statistics(flat, want.ranks))
 
 
-#: Percentiles at or above this many elements select from a band around a sampled estimate.
+#: Percentiles of at least this many elements select from bands around a sampled estimate.
 TAIL_MIN = 1 << 14
-#: One element in this many is sampled to place the band.
+#: One element in this many is sampled to place the bands.
 TAIL_STRIDE = 32
-#: A band holding more than 1 / TAIL_SHARE of the tensor (many ties) is not gathered: the whole
-#: array is partitioned in place instead, so memory stays one array and its masks.
+#: Bands holding more than 1 / TAIL_SHARE of the tensor (many ties) are not gathered: the values
+#: are partitioned whole instead.
 TAIL_SHARE = 8
 #: Standard errors of a sampled quantile that a band reaches on each side of it.
 BAND_SIGMAS = 5.0
 
 
 def order_statistics(flat: np.ndarray, ranks: list[int]) -> list[float]:
-    """The values at `ranks` (ascending) of `flat` sorted, exactly.
+    """The values at `ranks` (ascending) of `flat` sorted, exactly (`flat` reordered in place)."""
+    if flat.size >= TAIL_MIN and ranks[0] > 0:
+        bands = Bands(flat[::TAIL_STRIDE], flat.size, ranks)
+        bands.take(flat)
+        values = bands.values()
+        if values is not None:
+            return values
+    return _select(flat, ranks)
 
-    Partitioning a whole tensor costs twenty times a pass over it. A sorted strided sample places
-    each rank (and its neighbour, which a linear percentile also needs) within a band of values
-    `BAND_SIGMAS` standard errors of the sampled quantile wide on either side; the elements inside
-    the band (counted, then gathered: one or two percent of the tensor) together with the count
-    below it give those ranks exactly, ties included. A band kept narrow matters: gathering scattered
-    elements costs a branch miss each, so gathering the whole top 6% for a p95 took longer than the
-    rest of the comparison. A sample that misplaces a band (the rank outside it, or a band of many
-    ties) falls back to partitioning everything in place.
+
+class Bands:
+    """Order statistics at given ranks, gathered block by block from bands of values.
+
+    Partitioning a whole tensor costs twenty times a pass over it. A sorted sample (every
+    `TAIL_STRIDE`-th value, taken before the pass) places each rank, with the neighbour a linear
+    percentile also needs, within a band `BAND_SIGMAS` standard errors of the sampled quantile
+    wide on either side. Each block of values then gives its count below each band and its values
+    inside it, while the block is in cache; the bands (one or two percent of the tensor) and the
+    counts give those ranks exactly, ties included. Bands kept narrow matter: gathering scattered
+    elements costs a branch miss each, so gathering the whole top 6% for a p95 took longer than
+    the rest of the comparison. A sample that misplaces a band (a rank outside it, or bands of many
+    ties) makes `values` None, and the caller partitions all the values instead.
     """
-    n = flat.size
-    if n < TAIL_MIN or ranks[0] == 0:
-        return _select(flat, ranks)
-    sample = np.sort(flat[::TAIL_STRIDE])
-    out: list[float] = []
-    for group in _groups(ranks):
-        values = _band_select(flat, sample, group)
-        if values is None:
-            return _select(flat, ranks)
-        out.extend(values)
-    return out
+
+    def __init__(self, sample: np.ndarray, n: int, ranks: list[int]) -> None:
+        self.n = n
+        self.groups = _groups(ranks)
+        self.edges = _band_edges(sample, n, self.groups)
+        self.below = [0] * len(self.groups)
+        self.parts: list[list[np.ndarray]] = [[] for _ in self.groups]
+        self.gathered = 0
+
+    def take(self, block: np.ndarray) -> None:
+        """Count and gather one block of the values (in order of the whole, any block size)."""
+        if self.gathered > self.n // TAIL_SHARE:
+            return
+        for i, (lo, hi) in enumerate(self.edges):
+            inside = np.greater_equal(block, lo)
+            if hi is not None:
+                self.below[i] += block.size - int(np.count_nonzero(inside))
+                inside &= block <= hi
+            part = np.compress(inside, block)
+            if hi is None:  # everything at or above lo is in the band
+                self.below[i] += block.size - part.size
+            self.gathered += part.size
+            self.parts[i].append(part)
+
+    def values(self) -> list[float] | None:
+        if self.gathered > self.n // TAIL_SHARE:
+            return None
+        out: list[float] = []
+        for group, below, parts in zip(self.groups, self.below, self.parts, strict=True):
+            band = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            if not (below <= group[0] and group[-1] < below + band.size):
+                return None
+            out.extend(_select(band, [k - below for k in group]))
+        return out
 
 
 def _groups(ranks: list[int]) -> list[list[int]]:
@@ -568,19 +634,22 @@ def _groups(ranks: list[int]) -> list[list[int]]:
     return groups
 
 
-def _band_select(flat: np.ndarray, sample: np.ndarray, ranks: list[int]) -> list[float] | None:
-    n, m = flat.size, sample.size
-    lo_q, hi_q = ranks[0] / (n - 1), ranks[-1] / (n - 1)
-    lo_spot = int(lo_q * (m - 1)) - _margin(lo_q, m)
-    hi_spot = int(hi_q * (m - 1)) + _margin(hi_q, m) + 1
-    band = np.ones(n, dtype=bool) if lo_spot <= 0 else flat >= sample[lo_spot]
-    below = n - int(np.count_nonzero(band))
-    if m - hi_spot > hi_spot - lo_spot:  # else the few above the band cost less than a compare
-        band &= flat <= sample[hi_spot]
-    count = int(np.count_nonzero(band))
-    if not (below <= ranks[0] and ranks[-1] < below + count and count <= n // TAIL_SHARE):
-        return None
-    return _select(np.compress(band, flat), [k - below for k in ranks])
+def _band_edges(
+    sample: np.ndarray, n: int, groups: list[list[int]]
+) -> list[tuple[float, float | None]]:
+    """(lowest, highest or None for no upper edge) value of the band holding each group of ranks,
+    from the sample's order statistics (`sample` reordered in place)."""
+    m = sample.size
+    spots: list[tuple[int, int]] = []
+    for ranks in groups:
+        lo_q, hi_q = ranks[0] / (n - 1), ranks[-1] / (n - 1)
+        lo_spot = max(0, int(lo_q * (m - 1)) - _margin(lo_q, m))
+        hi_spot = int(hi_q * (m - 1)) + _margin(hi_q, m) + 1
+        # no upper edge where the few values above the band cost less to gather than a compare
+        spots.append((lo_spot, hi_spot if m - hi_spot > hi_spot - lo_spot else m))
+    wanted = sorted({k for pair in spots for k in pair if 0 < k < m})
+    at = dict(zip(wanted, _select(sample, wanted), strict=True)) if wanted else {}
+    return [(at.get(lo, -math.inf), at.get(hi)) for lo, hi in spots]
 
 
 def _margin(q: float, m: int) -> int:
