@@ -4,7 +4,7 @@ The whole-tensor way (widen both sides to float64, then one numpy call per metri
 about twenty times and allocates several float64 copies of it: 13 ms and 17x the tensor's size for a
 262,144-element float32 output. Here the tensors are walked once, block by block; each block and its
 temporaries stay in the core's cache, so memory is read once and the extra memory is a few blocks
-(plus, only when a percentile is asked for, one array of the differences to select from).
+(plus, for percentiles, the values in narrow bands around them: `Bands`).
 
 Float32 and narrower outputs (`_narrow_pass`) are differenced in float32, as a bare
 `np.abs(got - ref)` would be; float64 is used only where accumulation needs it. Against the
@@ -13,7 +13,8 @@ whole-tensor float64 definitions (`compare._metrics`):
 * `max_abs` and the worst index are exact: rounding is monotonic, so the true maximum lies among the
   elements within one float32 step of the float32 maximum, and those few are recomputed in float64.
 * `max_rel` and the percentiles are the float32 differences' (one rounding, at most 2**-24 relative,
-  from the float64 values); `max_rel` is recomputed in float64 where float32 overflows.
+  from the float64 values); `max_rel` is recomputed in float64 where float32 overflows, and no mean
+  or percentile is reported above the exact maximum.
 * `mean_abs` sums each block pairwise in float32 and the block sums exactly (`math.fsum`); `rmse` and
   cosine take BLAS dot products of at most `DOT_PART` elements (products of float32 values, summed in
   float32 within the part), parts summed exactly: a relative error of a few 1e-7 at most.
