@@ -3,9 +3,11 @@
 A record line is almost all base64: a 25 MB tensor is a 33 MB JSON string. The strict path decodes the
 line to `str`, has `json` copy each payload into another `str`, then decodes that: three passes and
 three copies before a byte of the tensor exists. Here the payload spans are cut out of the line bytes
-(`"b64":"` ... the next `"`; base64 has no escapes), the rest of the line (a few hundred bytes) is
-parsed strictly with each payload replaced by a placeholder, and each placeholder found where a
-tensor's `b64` belongs becomes a `Base64Span` that the codec decodes straight from the line's buffer.
+(`"b64":"` ... the next `"`; base64 has no escapes; where the tensor's dtype and shape come right
+before, the span ends where they say, so the payload is read once, when decoded), the rest of the
+line (a few hundred bytes) is parsed strictly with each payload replaced by a placeholder, and each
+placeholder found where a tensor's `b64` belongs becomes a `Base64Span` that the codec decodes
+straight from the line's buffer.
 
 Every guarantee of the strict path still holds, because the fast path only ever returns what the
 strict path would: the skeleton goes through the same strict JSON parser (duplicate keys, NaN tokens,
@@ -16,14 +18,17 @@ line already holds `\\u0000`, a payload is not clean base64, any error at all), 
 raised and the reader re-reads the line strictly, which produces the error with file, line and field.
 
 Lines come from a `LineSource`: `MappedLines` for a plain file (memory-mapped; payloads are decoded
-where they lie and their pages handed back), `StreamLines` for `.gz` (one line in memory at a time).
+where they lie and their pages handed back, so a 100 MB line is never resident as a whole),
+`StreamLines` for `.gz` (one line in memory at a time).
 """
 
 from __future__ import annotations
 
 import contextlib
 import gzip
+import math
 import mmap
+import re
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,6 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Protocol
 
+from ..contract import dtypes
 from ..errors import ReferenceFormatError
 from ..util import strictjson
 from .codec import Base64Span, FastPathMiss
@@ -42,12 +48,25 @@ _NEWLINE = b"\n"
 #: How far ahead the scanner looks for the next payload or the line's end at a time; bounds the work
 #: spent on lines without payloads (`values` tensors) to their own length.
 _WINDOW = 1 << 16
+#: How much of a payload the scanner searches for its closing quote at a time, handing each searched
+#: stretch of a mapped file back before the next: finding a line's end must not make the whole line
+#: resident (a 100 MB line would count in full against the gate's memory while it is decoded).
+SCAN_BLOCK = 1 << 22
 #: Payloads shorter than this stay in the skeleton for the JSON parser: for them the work per span
 #: costs more than the copies it saves (a line without a longer one takes the strict path whole).
 MIN_PAYLOAD = 1 << 14
 #: What a placeholder looks like in the skeleton: the JSON escape of NUL, then the cut's number.
 _PLACEHOLDER = b"\\u0000"
 _NUL = "\x00"
+#: A tensor's head as writers put it, `{"dtype":"float32","shape":[1,6500000],` right before its
+#: `"b64":`: enough to know the payload's length without reading the payload (`predicted_close`).
+_WS = rb"[ \t\r\n]*"
+_HEAD = re.compile(
+    rb"\{" + _WS + rb'"dtype"' + _WS + rb":" + _WS + rb'"(\w{1,16})"' + _WS + rb"," + _WS
+    + rb'"shape"' + _WS + rb":" + _WS + rb"\[([0-9, \t\r\n]{0,400})\]" + _WS + rb"," + _WS + rb"\Z"
+)  # fmt: skip
+#: How far before a `"b64":` the head is looked for.
+_HEAD_BYTES = 512
 
 
 class Buffer(Protocol):
@@ -67,12 +86,19 @@ class LineScan:
     cuts: tuple[tuple[int, int], ...]
 
 
-def scan_line(buf: Buffer, start: int, size: int, limit: int) -> LineScan | None:
+def scan_line(
+    buf: Buffer,
+    start: int,
+    size: int,
+    limit: int,
+    release: Callable[[int, int], None] | None = None,
+) -> LineScan | None:
     """Find the end of the line starting at `start` and the payload spans inside it.
 
     Payloads are not searched for newlines: a payload that holds one fails base64 validation later,
     and the reader then finds the line's true end the slow way. None means "use the slow way now"
-    (an unterminated payload, a line over `limit` bytes).
+    (an unterminated payload, a line over `limit` bytes). `release` is told about each stretch of
+    payload searched (`find_quote`), so a mapped file's pages do not stay resident until decoding.
     """
     hard = min(size, start + limit + 1)
     cuts: list[tuple[int, int]] = []
@@ -98,12 +124,71 @@ def scan_line(buf: Buffer, start: int, size: int, limit: int) -> LineScan | None
         if begin >= hard or buf[begin] != _QUOTE:
             pos = mark + 1  # not a string value: the JSON parser judges it
             continue
-        close = buf.find(b'"', begin + 1, hard)
+        close = predicted_close(buf, max(start, mark - _HEAD_BYTES), mark, begin, hard)
+        if close < 0:
+            close = find_quote(buf, begin + 1, hard, release)
         if close < 0:
             return None
         if close - begin - 1 >= MIN_PAYLOAD:
             cuts.append((begin + 1, close))
         pos = close + 1
+
+
+def predicted_close(buf: Buffer, lo: int, mark: int, begin: int, hard: int) -> int:
+    """Where the payload whose opening quote is at `begin` ends, from the dtype and shape just before
+    its `"b64":` (in `[lo, mark)`), if a `"` sits there; -1 when that cannot be told.
+
+    Searching a 33 MB payload for its closing quote reads every page of it once more than decoding
+    does. A jump is safe because it is checked twice over: decoding validates every character of
+    the span as base64 (a `"` or newline inside it, where the real payload ended sooner, is a
+    `FastPathMiss` and the strict path reads the line), and the decoded length must match the
+    shape. Readers that do not decode (keys alone) check the spans with `check_cuts`.
+    """
+    head = _HEAD.search(bytes(buf[lo:mark]))
+    if head is None or head.group(1).decode() not in dtypes.WIRE_DTYPES:
+        return -1
+    text = head.group(2).strip()
+    dims = text.split(b",") if text else []
+    if not all(d.strip().isdigit() for d in dims):
+        return -1
+    size = math.prod(int(d) for d in dims) * dtypes.WIRE_DTYPES[head.group(1).decode()].itemsize
+    close = begin + 1 + (size + 2) // 3 * 4
+    if close - begin - 1 < MIN_PAYLOAD or close >= hard or buf[close] != _QUOTE:
+        return -1
+    return close
+
+
+def check_cuts(
+    buf: Buffer,
+    cuts: tuple[tuple[int, int], ...],
+    release: Callable[[int, int], None] | None = None,
+) -> None:
+    """`FastPathMiss` unless every payload span is free of `"`: a span's end may have been
+    predicted (`predicted_close`), which only decoding proves; a reader that takes the skeleton
+    without decoding (a line's key) proves it here."""
+    for begin, stop in cuts:
+        if find_quote(buf, begin, stop, release) >= 0:
+            raise FastPathMiss("a payload span holds a quote")
+
+
+def find_quote(
+    buf: Buffer, start: int, hard: int, release: Callable[[int, int], None] | None
+) -> int:
+    """The first `"` in `[start, hard)`, or -1; with `release`, searched `SCAN_BLOCK` bytes at a time
+    and each searched stretch handed to `release` before the next is read. The payload is read
+    again when it is decoded (from the page cache, a minor fault a page), which costs less than
+    holding it: the decoded tensors then peak beside a block of the line, not the whole line."""
+    if release is None:
+        return buf.find(b'"', start, hard)
+    pos = start
+    while pos < hard:
+        stop = min(pos + SCAN_BLOCK, hard)
+        close = buf.find(b'"', pos, stop)
+        release(pos, stop if close < 0 else close)
+        if close >= 0:
+            return close
+        pos = stop
+    return -1
 
 
 def skeleton(buf: Buffer, start: int, end: int, cuts: tuple[tuple[int, int], ...]) -> bytes:
@@ -223,12 +308,21 @@ class LineSource:
     def lines(self) -> Iterator[RawLine]:
         raise NotImplementedError
 
-    def line_at(self, lineno: int, offset: int, length: int) -> tuple[RawLine, int]:
-        """The line at a known place, and the CRC-32 of its bytes (for the index's check)."""
+    def line_at(self, lineno: int, offset: int, length: int) -> RawLine:
+        """The line at a known place. The CRC-32 of its bytes (the index's check) is summed while
+        the line is read and decoded, and is what `summed_crc` returns once the reader is done."""
+        raise NotImplementedError
+
+    def summed_crc(self) -> int:
+        """The CRC-32 of the line `line_at` last gave, its bytes not yet summed summed now."""
         raise NotImplementedError
 
     def data(self, line: RawLine) -> bytes:
         return bytes(self.view[line.start : line.end])
+
+    def crc32(self, start: int, stop: int) -> int:
+        """CRC-32 of the bytes in `[start, stop)` (the index's check of a line)."""
+        return zlib.crc32(self.view[start:stop])
 
     def settle(self, line: RawLine) -> None:
         line.cuts = None
@@ -257,7 +351,9 @@ class MappedLines(LineSource):
 
     Mapped pages count as resident memory once touched, so each stretch of the file is handed back
     (`MADV_DONTNEED`; the data stays in the page cache) as soon as it is decoded: what the reader holds
-    stays about one record, whatever the file's size.
+    stays about one record, whatever the file's size. Nothing reads a whole line ahead of decoding it
+    (payload ends are predicted or searched a block at a time, a line read by key has its CRC summed
+    as it is decoded), so the line itself adds a block or two, not its length, to the peak.
     """
 
     def __init__(self, path: Path, limit: int, handle: IO[bytes]) -> None:
@@ -267,12 +363,15 @@ class MappedLines(LineSource):
         self.buf = self._map
         self.view = memoryview(self._map)
         self.size = len(self._map)
+        # the CRC of the line `line_at` gave: summed so far, over [line start, _crc_pos) of
+        # [line start, _crc_end); nothing is summed while _crc_end is 0
+        self._crc, self._crc_pos, self._crc_end = 0, 0, 0
 
     def lines(self) -> Iterator[RawLine]:
         pos, lineno = 0, 0
         while pos < self.size:
             lineno += 1
-            scan = scan_line(self._map, pos, self.size, self.limit)
+            scan = scan_line(self._map, pos, self.size, self.limit, self.release)
             if scan is None:
                 end, newline = self._exact_end(pos, lineno)
                 line = RawLine(lineno, pos, end, newline, None, pos)
@@ -297,20 +396,54 @@ class MappedLines(LineSource):
             return self.size, False
         raise too_long(self.path, lineno, self.limit)
 
-    def line_at(self, lineno: int, offset: int, length: int) -> tuple[RawLine, int]:
+    def line_at(self, lineno: int, offset: int, length: int) -> RawLine:
+        """The line at a known place; its CRC-32 is summed in file order as its bytes are released
+        (`release`): each page is read once, when it is decoded, and handed back, instead of a
+        first pass to check the line that makes all of it resident before decoding."""
         end = offset + length
         if end > self.size:
             raise FastPathMiss("the index points past the end of the file")
         newline = end < self.size and self._map[end] == _NEWLINE[0]
-        crc = zlib.crc32(self.view[offset:end])
-        scan = scan_line(self._map, offset, end, self.limit)
-        line = RawLine(
+        self._crc, self._crc_pos, self._crc_end = 0, offset, end
+        scan = scan_line(self._map, offset, end, self.limit, self.release)
+        return RawLine(
             lineno, offset, end, newline, scan.cuts if scan is not None else None, offset
         )
-        return line, crc
+
+    def summed_crc(self) -> int:
+        self._sum_to(self._crc_end)
+        crc, self._crc_pos, self._crc_end = self._crc, 0, 0
+        return crc
+
+    def _sum_to(self, stop: int) -> None:
+        """Add `[summed so far, stop)` to the line's CRC, a block at a time, handing each back: a
+        payload decoded before one that precedes it in the file has the earlier one summed here."""
+        pos = self._crc_pos
+        while pos < stop:
+            end = min(pos + SCAN_BLOCK, stop)
+            self._crc = zlib.crc32(self.view[pos:end], self._crc)
+            self._drop(pos, end)
+            pos = end
+        self._crc_pos = max(self._crc_pos, stop)
+
+    def crc32(self, start: int, stop: int) -> int:
+        """CRC-32 of `[start, stop)`, `SCAN_BLOCK` bytes at a time, each handed back once summed:
+        checking a line against the index must not make the whole line resident."""
+        crc = 0
+        for pos in range(start, stop, SCAN_BLOCK):
+            end = min(pos + SCAN_BLOCK, stop)
+            crc = zlib.crc32(self.view[pos:end], crc)
+            self._drop(pos, end)
+        return crc
 
     def release(self, start: int, stop: int) -> None:
-        """Hand back the whole pages inside `[start, stop)` (only those: the rest is still needed)."""
+        """Hand back the whole pages inside `[start, stop)` (only those: the rest is still needed),
+        summing them first into the CRC of a line read by `line_at`."""
+        if stop > self._crc_pos and start < self._crc_end:
+            self._sum_to(min(stop, self._crc_end))
+        self._drop(start, stop)
+
+    def _drop(self, start: int, stop: int) -> None:
         lo = start - start % _PAGE
         hi = stop - stop % _PAGE
         if _CAN_RELEASE and hi > lo:
@@ -357,7 +490,7 @@ class StreamLines(LineSource):
         held = self._line
         return held if line.start == 0 and line.end == len(held) else held[line.start : line.end]
 
-    def line_at(self, lineno: int, offset: int, length: int) -> tuple[RawLine, int]:
+    def line_at(self, lineno: int, offset: int, length: int) -> RawLine:
         try:
             if offset != self._pos:
                 self._stream.seek(offset)
@@ -369,8 +502,10 @@ class StreamLines(LineSource):
             raise FastPathMiss("the index points past the end of the file")
         self._hold(data)
         scan = scan_line(data, 0, len(data), self.limit)
-        line = RawLine(lineno, 0, len(data), True, scan.cuts if scan is not None else None, offset)
-        return line, zlib.crc32(data)
+        return RawLine(lineno, 0, len(data), True, scan.cuts if scan is not None else None, offset)
+
+    def summed_crc(self) -> int:
+        return zlib.crc32(self._line)
 
     def close(self) -> None:
         self._stream.close()

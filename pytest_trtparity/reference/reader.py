@@ -12,7 +12,6 @@ records without scanning the file (`index.py`).
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from .fastpath import (
     LineSource,
     RawLine,
     attach_payloads,
+    check_cuts,
     open_binary,
     open_lines,
     parse_skeleton,
@@ -290,6 +290,7 @@ class ReferenceReader:
             try:
                 obj = parse_skeleton(lines.buf, line.start, line.end, line.cuts)
                 if not (isinstance(obj, dict) and "trtparity" in obj):
+                    check_cuts(lines.buf, line.cuts, lines.release)
                     return record_key(obj, where)
             except (FastPathMiss, ReferenceFormatError):
                 pass
@@ -363,7 +364,7 @@ class ReferenceReader:
                     order, Record(stream, chunk, {}, {}, line=line.lineno, source=str(self.path))
                 )
                 length = line.end - line.start
-                crc = zlib.crc32(lines.view[line.start : line.end])
+                crc = lines.crc32(line.start, line.end)
                 entries.append(_index.Entry(stream, chunk, line.lineno, line.offset, length, crc))
         if not entries:
             raise ReferenceFormatError(f"{self.path}: the reference holds no records")
@@ -402,17 +403,30 @@ class ReferenceReader:
     def _try_indexed(
         self, lines: LineSource, entry: _index.Entry, key: tuple[str, int]
     ) -> Record | None:
+        """The record at the entry's place, or None when the line there is not the one indexed
+        (the file changed: the caller rebuilds the index).
+
+        The line's CRC-32 is summed while the line is decoded, in one pass over its pages, and
+        checked after: what the line gave, a record or an error, stands only if the CRC matches.
+        """
         try:
-            line, crc = lines.line_at(entry.line, entry.offset, entry.length)
+            line = lines.line_at(entry.line, entry.offset, entry.length)
         except FastPathMiss:
             return None
-        if crc != entry.crc32:
-            return None
+        item: Record | Header | None = None
+        error: ReferenceFormatError | None = None
         try:
             item = self._read(lines, line)
+        except ReferenceFormatError as exc:
+            error = exc
         finally:
+            crc = lines.summed_crc()
             lines.release(entry.offset, entry.offset + entry.length + 1)
-        if isinstance(item, Header) or item.key != key:
+        if crc != entry.crc32:
+            return None
+        if error is not None:
+            raise error
+        if not isinstance(item, Record) or item.key != key:
             return None
         return item
 
