@@ -23,10 +23,15 @@ from pytest_trtparity.reference.fastpath import scan_line
 Outcome = tuple[str, object]
 
 
-@pytest.fixture(autouse=True)
-def cut_every_payload(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The test records are small: cut even their payloads, so the fast path is what is tested."""
+@pytest.fixture(autouse=True, params=["whole", "blocks"])
+def cut_every_payload(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """The test records are small: cut even their payloads, so the fast path is what is tested,
+    each payload decoded in one call (as payloads up to `WHOLE_SPAN` are) or in blocks of 8
+    characters (as larger ones are)."""
     monkeypatch.setattr(fastpath, "MIN_PAYLOAD", 0)
+    if request.param == "blocks":
+        monkeypatch.setattr(codec, "WHOLE_SPAN", 0)
+        monkeypatch.setattr(codec, "SPAN_BLOCK", 8)
 
 
 def _arrays(seed: int = 0) -> dict[str, np.ndarray]:
@@ -151,6 +156,7 @@ def test_stdlib_base64_when_pybase64_is_absent(
 def test_many_small_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Payloads decoded in several blocks; padding at a block edge must not pass for the end."""
     monkeypatch.setattr(codec, "SPAN_BLOCK", 4)
+    monkeypatch.setattr(codec, "WHOLE_SPAN", 0)
     path = write_reference(tmp_path / "r.jsonl", 2)
     assert assert_same(path)[0] == "ok"
     line = b'{"chunk_index":0,"inputs":{"x":{"dtype":"uint8","shape":[4],"b64":"QQ==QUFB"}},"outputs":{}}\n'

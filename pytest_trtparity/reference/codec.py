@@ -67,6 +67,11 @@ def _b64decode_block(block: memoryview) -> bytes:
 #: Base64 characters decoded per block by `Base64Span` (a multiple of 4): small enough that a block
 #: and its output stay in cache, large enough that the per-call cost vanishes.
 SPAN_BLOCK = 1 << 20
+#: Payloads up to this many base64 characters are decoded in one call and the array is a view of
+#: the decoded bytes: no second copy and no second allocation (whose fresh pages cost more than the
+#: copy). Larger ones go block by block, so the mapped pages of the line are handed back as they are
+#: read and a 25 MB tensor never has its whole text resident beside its array.
+WHOLE_SPAN = 4 * SPAN_BLOCK
 _PAD = ord("=")
 
 
@@ -104,6 +109,8 @@ class Base64Span:
         if size % 4:
             raise FastPathMiss("base64 length is not a multiple of 4")
         pad = 0 if size == 0 else (buf[end - 1] == _PAD) + (size > 1 and buf[end - 2] == _PAD)
+        if size <= WHOLE_SPAN:
+            return self._decode_whole(size // 4 * 3 - pad)
         out = np.empty(size // 4 * 3 - pad, dtype=np.uint8)
         filled = 0
         pos = start
@@ -124,6 +131,17 @@ class Base64Span:
             raise FastPathMiss("payload decodes to fewer bytes than its length implies")
         out.flags.writeable = False
         return out
+
+    def _decode_whole(self, expected: int) -> np.ndarray:
+        try:
+            data = _b64decode_block(self.buf[self.start : self.end])
+        except (binascii.Error, ValueError) as exc:
+            raise FastPathMiss(str(exc)) from None
+        if len(data) != expected:
+            raise FastPathMiss("payload decodes to another length than its text implies")
+        if self.release is not None:
+            self.release(self.start, self.end)
+        return np.frombuffer(data, dtype=np.uint8)  # read-only: a view of immutable bytes
 
 
 def b64encode(data: bytes | memoryview) -> str:
