@@ -148,6 +148,56 @@ def timed(command: list[str], cwd: Path) -> float:
     return seconds
 
 
+def in_process(folder: Path, iterations: int, repeats: int) -> dict[str, float]:
+    """Medians in seconds, in this process, interleaved: `run_functional` over the reference (the
+    gate's loop), the bare numpy loop (`.npy` files loaded, the same ONNX Runtime backend run,
+    max and mean |diff| taken) and the backend alone on feeds decoded beforehand."""
+    from pytest_trtparity.backends import open_backend
+    from pytest_trtparity.checks.functional import run_functional
+    from pytest_trtparity.contract.bindings import record_feeds
+    from pytest_trtparity.contract.model import load_contract
+    from pytest_trtparity.reference import ReferenceReader
+
+    contract = load_contract(folder / "model.contract.json")
+    backend = open_backend(folder / "model.onnx", threads=1).load()
+    reference = folder / "ref.jsonl"
+    feeds = [
+        record_feeds(contract, r.inputs, backend.inputs, r.where)
+        for r in ReferenceReader(reference)
+    ]
+    npy = folder / "npy"
+
+    def gate() -> None:
+        result = run_functional(backend, contract, ReferenceReader(reference))
+        assert result.complete and not result.failures(), result.error or result.failures()
+
+    def numpy_loop() -> None:
+        worst = 0.0
+        for i in range(iterations):
+            got = backend.run({"x": np.load(npy / f"x_{i}.npy")})
+            for name in OUTPUTS:
+                d = np.abs(got[name] - np.load(npy / f"{name}_{i}.npy"))
+                worst = max(worst, float(d.max()), float(d.mean()))
+        assert worst <= 1e-6, worst
+
+    def backend_only() -> None:
+        for f in feeds:
+            backend.reset_state()
+            backend.run(f)
+
+    cases = {"gate": gate, "numpy loop": numpy_loop, "backend alone": backend_only}
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for fn in cases.values():
+        fn()  # warm
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    backend.close()
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--iterations", type=int, default=300)
@@ -184,6 +234,16 @@ def main() -> None:
         print(f"target gate vs polygraphy: {ratio:.1f}x faster >= 10x: {met}")
     ratio = med["gate"] / med["numpy"]
     print(f"target gate vs numpy loop: {ratio:.2f}x <= 3x: {'met' if ratio <= 3 else 'NOT met'}")
+    inside = in_process(folder, args.iterations, max(5, args.repeats))
+    print(
+        "  in process, medians: "
+        + ", ".join(f"{name} {value:.3f} s" for name, value in inside.items())
+        + f"; the gate adds {(inside['gate'] - inside['backend alone']) / args.iterations * 1e3:.3f}"
+        " ms a chunk to the backend alone"
+    )
+    ratio = inside["gate"] / inside["numpy loop"]
+    print(f"target in-process loop vs numpy loop: {ratio:.2f}x <= 1.5x: "
+          f"{'met' if ratio <= 1.5 else 'NOT met'}")  # fmt: skip
     if args.keep is None:
         shutil.rmtree(folder, ignore_errors=True)
 
