@@ -21,7 +21,8 @@ from .base import Backend, BackendInfo, IOInfo, host_cpu_name, read_engine_file
 from .gpu_facts import cublas_version, cudnn_version, gpu_clocks, visible_index
 from .options import OnnxRuntimeOptions
 
-#: Steps whose feeds reach this size hand the CPU arena's unused blocks back after the run.
+#: Steps whose feeds reach this size let go of the last step's outputs before they run and hand the
+#: CPU arena's unused blocks back after (`_let_go`, `_run_options`).
 ARENA_SHRINK_BYTES = 16 << 20
 
 PROVIDERS = {
@@ -152,13 +153,16 @@ class OnnxRuntimeBackend(Backend):
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [o.name for o in self.outputs]
+        large = self._large(feeds)
+        if large:
+            self._let_go()
         try:
             if any(t.dtype == "bfloat16" for t in (*self.inputs, *self.outputs)):
                 return self._infer_bfloat16(feeds)
             values = self.session.run(
                 names,
                 {k: np.asarray(v, order="C") for k, v in feeds.items()},
-                self._run_options(feeds),
+                self._run_options() if large else None,
             )
         except BackendError:
             raise
@@ -168,14 +172,26 @@ class OnnxRuntimeBackend(Backend):
             ) from None
         return dict(zip(names, (np.asarray(v) for v in values), strict=True))
 
-    def _run_options(self, feeds: Mapping[str, np.ndarray]) -> Any:
-        """None for ordinary steps; for steps of large tensors, options that hand the CPU arena's
-        unused blocks back after the run. The arena otherwise keeps every block it grew into for
+    @staticmethod
+    def _large(feeds: Mapping[str, np.ndarray]) -> bool:
+        """A step whose feeds reach `ARENA_SHRINK_BYTES`: its memory is managed (`_let_go`,
+        `_run_options`); smaller steps, such as Silero's, run exactly as they always have."""
+        return sum(int(np.asarray(v).nbytes) for v in feeds.values()) >= ARENA_SHRINK_BYTES
+
+    def _let_go(self) -> None:
+        """Drop the last step's outputs before this step runs. They are kept to carry state, and
+        what this step carries is already in its feeds; kept any longer, they (and the arena
+        blocks behind them) stay alive through the step, a second set of outputs in the peak.
+        Until the step has finished there is no state to carry."""
+        self._last = {}
+        self._have_state = False
+
+    def _run_options(self) -> Any:
+        """For steps of large tensors, options that hand the CPU arena's unused blocks back after
+        the run (None off the CPU provider). The arena otherwise keeps every block it grew into for
         the life of the session, so one check's 26 MB tensors stay resident under the next check's
         peak; re-allocating blocks this large costs little beside the step itself."""
         if self.provider != "CPUExecutionProvider":
-            return None
-        if sum(int(np.asarray(v).nbytes) for v in feeds.values()) < ARENA_SHRINK_BYTES:
             return None
         if self._shrink is None:
             options = _import_ort().RunOptions()

@@ -247,6 +247,7 @@ class ChunkDriver:
             )
             if not self._kept or held <= HELD_BYTES:
                 self._kept.append((self._current, self._last))
+        self._last = {}  # outputs not kept must not stay alive through the next step
 
     def time_comparisons(self) -> None:
         """Compare the kept outputs with the reference as a gate run does, timing each chunk."""

@@ -239,6 +239,9 @@ class ReferenceReader:
                 self._check_order(order, item)
                 count += 1
                 yield item
+                # not kept while the next line is read: a consumer that let go of this record gets
+                # its memory back before the next one is decoded
+                del item
         if count == 0:
             raise ReferenceFormatError(f"{source}: the reference holds no records")
         if (
