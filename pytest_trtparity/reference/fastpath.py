@@ -320,9 +320,13 @@ class LineSource:
     def data(self, line: RawLine) -> bytes:
         return bytes(self.view[line.start : line.end])
 
-    def crc32(self, start: int, stop: int) -> int:
-        """CRC-32 of the bytes in `[start, stop)` (the index's check of a line)."""
-        return zlib.crc32(self.view[start:stop])
+    def crc32(
+        self, start: int, stop: int, spans: tuple[tuple[int, int], ...] = ()
+    ) -> tuple[int, bool]:
+        """CRC-32 of the bytes in `[start, stop)` (the index's check of a line), and whether the
+        payload `spans` inside them hold no `"` (`check_cuts`): building the index needs both."""
+        clean = all(self.buf.find(b'"', begin, end) < 0 for begin, end in spans)
+        return zlib.crc32(self.view[start:stop]), clean
 
     def settle(self, line: RawLine) -> None:
         line.cuts = None
@@ -426,15 +430,23 @@ class MappedLines(LineSource):
             pos = end
         self._crc_pos = max(self._crc_pos, stop)
 
-    def crc32(self, start: int, stop: int) -> int:
-        """CRC-32 of `[start, stop)`, `SCAN_BLOCK` bytes at a time, each handed back once summed:
-        checking a line against the index must not make the whole line resident."""
-        crc = 0
+    def crc32(
+        self, start: int, stop: int, spans: tuple[tuple[int, int], ...] = ()
+    ) -> tuple[int, bool]:
+        """`LineSource.crc32` in one pass, `SCAN_BLOCK` bytes at a time, each block searched for
+        quotes where spans cross it, summed, then handed back: indexing a line must not make the
+        whole line resident, nor read it twice. (The search comes first: it maps the block's pages
+        faster than the CRC does.)"""
+        crc, clean = 0, True
         for pos in range(start, stop, SCAN_BLOCK):
             end = min(pos + SCAN_BLOCK, stop)
+            for begin, finish in spans:
+                lo, hi = max(begin, pos), min(finish, end)
+                if clean and lo < hi and self._map.find(b'"', lo, hi) >= 0:
+                    clean = False
             crc = zlib.crc32(self.view[pos:end], crc)
             self._drop(pos, end)
-        return crc
+        return crc, clean
 
     def release(self, start: int, stop: int) -> None:
         """Hand back the whole pages inside `[start, stop)` (only those: the rest is still needed),

@@ -286,14 +286,21 @@ class ReferenceReader:
         attach_payloads(obj, lines.view, line.cuts, lines.release)
         return parse_record(obj, source=str(self.path), line=line.lineno, base_dir=self.path.parent)
 
-    def _key(self, lines: LineSource, line: RawLine) -> tuple[str, int] | Header:
-        """A line's key without decoding its tensors (what building the index needs)."""
+    def _key(
+        self, lines: LineSource, line: RawLine, clean: bool | None = None
+    ) -> tuple[str, int] | Header:
+        """A line's key without decoding its tensors (what building the index needs). Without
+        decoding, nothing proves that the payload spans hold no `"` (their ends may be predicted):
+        `clean` says whether the caller found them free of it, None has them searched here."""
         where = f"{self.path}:{line.lineno}"
         if self.fast and line.cuts:
             try:
                 obj = parse_skeleton(lines.buf, line.start, line.end, line.cuts)
                 if not (isinstance(obj, dict) and "trtparity" in obj):
-                    check_cuts(lines.buf, line.cuts, lines.release)
+                    if clean is None:
+                        check_cuts(lines.buf, line.cuts, lines.release)
+                    elif not clean:
+                        raise FastPathMiss("a payload span holds a quote")
                     return record_key(obj, where)
             except (FastPathMiss, ReferenceFormatError):
                 pass
@@ -358,7 +365,12 @@ class ReferenceReader:
         header: Header | None = None
         with self._open() as lines:
             for line in lines.lines():
-                key = self._key(lines, line)
+                # the CRC and the payload spans' check in one pass over the line, then its key
+                end = line.end
+                crc, clean = lines.crc32(line.start, line.end, line.cuts or ())
+                key = self._key(lines, line, clean)
+                if line.end != end:  # the strict path found where the line really ends
+                    crc, _ = lines.crc32(line.start, line.end)
                 if isinstance(key, Header):
                     header = key
                     continue
@@ -367,7 +379,6 @@ class ReferenceReader:
                     order, Record(stream, chunk, {}, {}, line=line.lineno, source=str(self.path))
                 )
                 length = line.end - line.start
-                crc = lines.crc32(line.start, line.end)
                 entries.append(_index.Entry(stream, chunk, line.lineno, line.offset, length, crc))
         if not entries:
             raise ReferenceFormatError(f"{self.path}: the reference holds no records")
