@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,8 @@ pytest.importorskip(
 )
 
 CHUNKS = int(os.environ.get("TRTPARITY_BENCH_CHUNKS", "4"))
-#: Reading in a fresh process, the file in the page cache, per core (the reader is one thread).
+#: Reading in a fresh process from its start to its exit (interpreter and imports included), the
+#: file in the page cache, per core (the reader is one thread).
 TARGET_GBPS = 2.0
 ROUNDS = 5
 MiB = 1 << 20
@@ -210,15 +212,19 @@ _PROBE = textwrap.dedent("""
 """)
 
 
-def peak_growth(name: str, path: Path) -> tuple[int, float]:
+def peak_growth(name: str, path: Path) -> tuple[int, float, float]:
+    """(peak growth in bytes, seconds reading, seconds of the whole process: interpreter start and
+    imports included) of reading `path` with reader `name` in a fresh process."""
+    start = time.perf_counter()
     out = subprocess.run(
         [sys.executable, "-c", _PROBE, name, str(path), str(Path(__file__).parent)],
         capture_output=True,
         text=True,
         check=True,
     )
+    whole = time.perf_counter() - start
     grown, seconds = out.stdout.split()
-    return int(grown), float(seconds)
+    return int(grown), float(seconds), whole
 
 
 @pytest.mark.skipif(
@@ -226,9 +232,11 @@ def peak_growth(name: str, path: Path) -> tuple[int, float]:
 )
 @pytest.mark.parametrize("name", ["ours", "ours_by_index", "plain"])
 def test_peak_memory(reference: Path, name: str) -> None:
-    grown, seconds = peak_growth(name, reference)
+    grown, seconds, whole = peak_growth(name, reference)
     _numbers.setdefault(name, {}).update(
-        peak_mib=grown / MiB, fresh_process_gbps=_gb(reference) / seconds
+        peak_mib=grown / MiB,
+        fresh_process_gbps=_gb(reference) / seconds,
+        whole_process_gbps=_gb(reference) / whole,
     )
     if name.startswith("ours"):
         line = max(len(line) for line in _lines(reference))
@@ -253,23 +261,26 @@ def test_report(reference: Path, bench_report: list[str]) -> None:
     )
     bench_report.append(
         f"  {'reader':<16} {'best GB/s':>10} {'median GB/s':>12} {'fresh process':>14} "
-        f"{'peak growth':>12}"
+        f"{'whole process':>14} {'peak growth':>12}"
     )
     for name, n in _numbers.items():
         peak = f"{n['peak_mib']:.0f} MiB" if "peak_mib" in n else "-"
         best = f"{n['best_gbps']:.2f}" if "best_gbps" in n else "-"
         fresh = f"{n['fresh_process_gbps']:.2f}" if "fresh_process_gbps" in n else "-"
+        whole = f"{n['whole_process_gbps']:.2f}" if "whole_process_gbps" in n else "-"
         bench_report.append(
             f"  {name:<16} {best:>10} {n.get('median_gbps', float('nan')):>12.2f} {fresh:>14} "
-            f"{peak:>12}"
+            f"{whole:>14} {peak:>12}"
         )
     if "ours" in _numbers and "plain" in _numbers:
         ratio = _numbers["ours"]["median_gbps"] / _numbers["plain"]["median_gbps"]
         bench_report.append(f"  ours / plain (median): {ratio:.1f}x")
         ours = _numbers["ours"]
-        gbps = ours.get("fresh_process_gbps", ours["best_gbps"])
+        gbps = ours.get("whole_process_gbps", ours["best_gbps"])
         met = "met" if gbps >= TARGET_GBPS else "NOT met"
-        bench_report.append(f"target reader: {gbps:.2f} GB/s a core >= {TARGET_GBPS:g}: {met}")
+        bench_report.append(
+            f"target reader, whole process: {gbps:.2f} GB/s a core >= {TARGET_GBPS:g}: {met}"
+        )
         assert gbps >= TARGET_GBPS, ours
 
 
