@@ -187,7 +187,7 @@ def test_cosine_distance_keeps_its_digits_between_near_equal_outputs(scale: floa
     )
     expected = _exact_cosine_distance(ref, got)
     assert expected > 0
-    assert c.metrics["cosine_distance"] == pytest.approx(expected, rel=1e-4)
+    assert c.metrics["cosine_distance"] == pytest.approx(expected, rel=1e-4, abs=0)
 
 
 @pytest.mark.parametrize(
@@ -251,3 +251,93 @@ def test_percentiles_from_sampled_bands_are_numpys(qs: tuple[float, ...], layout
         flat = np.sort(flat)[::-1].copy()
     expected = [float(np.percentile(flat.astype(np.float64), q)) for q in qs]
     assert blocked.percentiles(flat.copy(), qs) == pytest.approx(expected, rel=1e-15, abs=0)
+
+
+@pytest.mark.parametrize(("ref_fill", "got_fill", "cosine"), [(0.0, 0.0, 1.0), (0.0, 0.5, 0.0)])
+def test_cosine_with_a_zero_side(ref_fill: float, got_fill: float, cosine: float) -> None:
+    """Both outputs zero: identical (cosine 1); a zero reference against anything else: 0."""
+    ref = np.full(N, ref_fill, np.float32)
+    got = np.full(N, got_fill, np.float32)
+    c = compare(
+        "y",
+        ref,
+        got,
+        expected_dtype="float32",
+        tolerance=TOL,
+        metrics=("cosine", "cosine_distance"),
+    )
+    assert (c.metrics["cosine"], c.metrics["cosine_distance"]) == (cosine, 1.0 - cosine)
+
+
+class _Spy:
+    """Counts calls of a module function and the sizes it saw."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+        self.sizes: list[int] = []
+        real = getattr(blocked, name)
+
+        def spy(*args: object) -> object:
+            self.sizes.append(int(getattr(args[0], "size", 0)))
+            return real(*args)
+
+        monkeypatch.setattr(blocked, name, spy)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "float64"])
+def test_the_fast_paths_are_taken_on_ordinary_outputs(
+    monkeypatch: pytest.MonkeyPatch, dtype: str
+) -> None:
+    """A fallback gives the same numbers, so only this shows the fast paths run: percentiles select
+    from bands a few percent of the tensor, the cosine comes from the differences' sums."""
+    select = _Spy(monkeypatch, "_select")
+    wide = _Spy(monkeypatch, "_wide_cosine")
+    rng = np.random.default_rng(21)
+    n = blocked.MAX_BLOCK * 2 + 5
+    ref = rng.standard_normal(n).astype(dtype)
+    got = (ref.astype(np.float64) + rng.standard_normal(n) * 1e-2).astype(dtype)
+    c = compare("y", ref, got, expected_dtype=dtype, tolerance=TOL)
+    full = _compare_full("y", ref, got, TOL, _wanted(None))
+    assert wide.sizes == []
+    band = [size for size in select.sizes if size > 2 * blocked.TAIL_STRIDE]
+    assert band and max(band) < n // 20, select.sizes  # bands, not the whole tensor
+    for name in ("p95_abs", "p99_abs"):
+        assert c.metrics[name] == pytest.approx(full.metrics[name], rel=2.0**-10), name
+
+
+def test_fallbacks_are_taken_where_designed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plateau of ties (a band would hold most of the tensor) selects from all the differences; an
+    engine output a thousandth of the reference takes the float64 cosine."""
+    select = _Spy(monkeypatch, "_select")
+    wide = _Spy(monkeypatch, "_wide_cosine")
+    n = blocked.TAIL_MIN * 8
+    ref = np.zeros(n, np.float32)
+    got = np.full(n, 0.5, np.float32)
+    got[::97] = 0.75
+    compare("y", ref, got, expected_dtype="float32", tolerance=TOL, metrics=("p95_abs",))
+    assert n in select.sizes, select.sizes
+    ref = np.random.default_rng(2).standard_normal(n).astype(np.float32)
+    compare(
+        "y",
+        ref,
+        ref * np.float32(1e-3),
+        expected_dtype="float32",
+        tolerance=TOL,
+        metrics=("cosine",),
+    )
+    assert wide.sizes == [n]
+
+
+def test_bands_stop_gathering_past_their_share() -> None:
+    """A plateau of ties puts most values inside the band: gathering stops once past
+    1 / TAIL_SHARE of the tensor (memory stays bounded) and the caller is told to select from all."""
+    n = blocked.TAIL_MIN * 8
+    flat = np.full(n, 0.5, np.float32)
+    flat[::7] = 1.0
+    rank = int(0.95 * (n - 1))
+    bands = blocked.Bands(flat[:: blocked.TAIL_STRIDE].copy(), n, [rank, rank + 1])
+    blocks = np.array_split(flat, 16)
+    for block in blocks:
+        bands.take(block)
+    gathered = sum(part.size for parts in bands.parts for part in parts)
+    assert n // blocked.TAIL_SHARE < gathered <= n // blocked.TAIL_SHARE + blocks[0].size
+    assert bands.values() is None

@@ -70,3 +70,36 @@ def test_the_max_pass_agrees_with_the_whole_tensor_definition_on_noise() -> None
     got = (ref + rng.standard_normal(N) * 1e-3).astype(np.float32)
     diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
     assert max_abs(ref, got) == (float(diff.max()), (int(diff.argmax()),))
+
+
+def test_a_float32_tie_with_the_next_element_is_broken_by_the_exact_difference() -> None:
+    """The block's first maximum and its neighbour tie in float32; the neighbour is truly larger."""
+    ref = np.zeros(N, np.float32)
+    got = np.zeros(N, np.float32)
+    spot = blocked.MAX_BLOCK + 40
+    got[spot] = 1.0
+    got[spot + 1], ref[spot + 1] = 1.0, -(2.0**-30)
+    assert max_abs(ref, got) == (1.0 + 2.0**-30, (spot + 1,))
+
+
+def test_exact_ties_gathered_as_near_ties_still_report_the_first() -> None:
+    """The second block holds two elements equal to the first block's maximum: it goes through the
+    near-tie gathering, and the earlier element still wins."""
+    ref = np.zeros(N, np.float32)
+    got = np.zeros(N, np.float32)
+    got[[5, blocked.MAX_BLOCK, blocked.MAX_BLOCK + 9]] = 0.5
+    assert max_abs(ref, got) == (0.5, (5,))
+    got[5] = 0.0  # now the second block's first element, its own block start, is the first worst
+    assert max_abs(ref, got) == (0.5, (blocked.MAX_BLOCK,))
+
+
+def test_float64_outputs_across_blocks_report_the_first_worst_element() -> None:
+    ref = np.zeros(N, np.float64)
+    got = np.zeros(N, np.float64)
+    got[0] = 0.5
+    got[blocked.MAX_BLOCK * 2 + 3] = 0.5
+    c = compare("y", ref, got, expected_dtype="float64", tolerance=TOL, metrics=("max_abs",))
+    assert (c.metrics["max_abs"], c.worst_index) == (0.5, (0,))
+    got[blocked.MAX_BLOCK * 2 + 4] = 0.75
+    c = compare("y", ref, got, expected_dtype="float64", tolerance=TOL, metrics=("max_abs",))
+    assert (c.metrics["max_abs"], c.worst_index) == (0.75, (blocked.MAX_BLOCK * 2 + 4,))
