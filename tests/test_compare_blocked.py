@@ -165,6 +165,18 @@ def test_extra_memory_is_a_few_blocks_and_bands() -> None:
     assert peaks["ties"] < n * 4 * 1.2 + (2 << 20), peaks
 
 
+def cosines(ref: np.ndarray, got: np.ndarray):  # type: ignore[no-untyped-def]
+    """`compare` of float32 outputs asked for the cosine and the cosine distance."""
+    return compare(
+        "y",
+        ref,
+        got,
+        expected_dtype="float32",
+        tolerance=TOL,
+        metrics=("cosine", "cosine_distance"),
+    )
+
+
 def _exact_cosine_distance(ref: np.ndarray, got: np.ndarray) -> float:
     """1 - cos from exactly rounded sums of exact float64 products of float32 values, by Lagrange's
     identity (|r|^2 |d|^2 - (r.d)^2, d = got - ref exact in float64 for these magnitudes)."""
@@ -200,14 +212,7 @@ def test_cosine_of_scaled_outputs_takes_the_float64_pass_where_needed(
     difference form loses digits: the float64 pass gives the exact answer there."""
     ref = np.random.default_rng(5).standard_normal(N).astype(np.float32)
     got = (ref * np.float32(factor)).astype(np.float32)
-    c = compare(
-        "y",
-        ref,
-        got,
-        expected_dtype="float32",
-        tolerance=TOL,
-        metrics=("cosine", "cosine_distance"),
-    )
+    c = cosines(ref, got)
     assert c.metrics["cosine"] == pytest.approx(cosine, abs=1e-7)
     assert c.metrics["cosine_distance"] == pytest.approx(1.0 - cosine, abs=1e-7)
 
@@ -258,14 +263,7 @@ def test_cosine_with_a_zero_side(ref_fill: float, got_fill: float, cosine: float
     """Both outputs zero: identical (cosine 1); a zero reference against anything else: 0."""
     ref = np.full(N, ref_fill, np.float32)
     got = np.full(N, got_fill, np.float32)
-    c = compare(
-        "y",
-        ref,
-        got,
-        expected_dtype="float32",
-        tolerance=TOL,
-        metrics=("cosine", "cosine_distance"),
-    )
+    c = cosines(ref, got)
     assert (c.metrics["cosine"], c.metrics["cosine_distance"]) == (cosine, 1.0 - cosine)
 
 
