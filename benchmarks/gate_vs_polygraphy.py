@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from interleave import interleaved
 
 ELEMENTS = 262_144
 OUTPUTS = ("a", "b")
@@ -186,16 +187,11 @@ def in_process(folder: Path, iterations: int, repeats: int) -> dict[str, float]:
             backend.run(f)
 
     cases = {"gate": gate, "numpy loop": numpy_loop, "backend alone": backend_only}
-    times: dict[str, list[float]] = {name: [] for name in cases}
     for fn in cases.values():
         fn()  # warm
-    for _ in range(repeats):
-        for name, fn in cases.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+    medians = interleaved(cases, repeats)
     backend.close()
-    return {name: statistics.median(t) for name, t in times.items()}
+    return medians
 
 
 def main() -> None:

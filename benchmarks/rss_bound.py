@@ -93,6 +93,11 @@ def main() -> int:
         )
         if rc or over:
             print("    " + verdict.replace("\n", "\n    "))
+        met = "met" if not (over or rc) else "NOT met"
+        print(
+            f"target peak RSS, {name}: {peak / MB:.0f} MB, {peak / bound:.0%} of the bound "
+            f"<= 100%: {met}"
+        )
     if args.keep is None:
         shutil.rmtree(folder, ignore_errors=True)
     return 1 if failed else 0

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from interleave import interleaved
 
 from pytest_trtparity.backends.base import Backend, BackendInfo, IOInfo
 from pytest_trtparity.checks.functional import run_functional
@@ -41,21 +42,6 @@ UNDERSTATE = 0.03
 #: The in-process functional loop against the bare loop over the same backend.
 LOOP_TARGET = 1.5
 OUTPUTS = ("y0", "y1")
-
-
-def _timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def interleaved(cases: Mapping[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
-    """Median seconds of each case, the cases run in turn within every round."""
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(rounds):
-        for name, fn in cases.items():
-            times[name].append(_timed(fn))
-    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 @pytest.mark.parametrize(("size", "rounds"), [(ELEMENTS, 200), (BIG, 15)])
